@@ -1,0 +1,90 @@
+"""ModelSpec -> nn.Module on the meta device, in float32, as accelerate's estimate-memory builds it.
+
+Builds are cached by what they are built from: two catalogue entries with the same config
+(DINOv3's lvd1689m and sat493m ViT-L, say) build once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import BuildError, UnknownArchitectureError
+from .spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+_BUILT: dict[str, "nn.Module"] = {}
+
+
+def build_model(spec: ModelSpec) -> "nn.Module":
+    """Build (or reuse) the meta-device model a spec describes."""
+    key = spec.build_key()
+    if key not in _BUILT:
+        if spec.library != "transformers":
+            raise BuildError(spec.model_id, spec.library, "this library is not supported yet")
+        _BUILT[key] = _build_transformers(spec)
+    return _BUILT[key]
+
+
+def clear_build_cache() -> None:
+    """Forget every built model (tests and long-running processes)."""
+    _BUILT.clear()
+
+
+def make_transformers_config(spec: ModelSpec):
+    """Turn the spec's config dict into a transformers config object."""
+    from transformers import AutoConfig, CONFIG_MAPPING
+
+    config = dict(spec.config)
+    model_type = config.get("model_type")
+    auto_map = config.get("auto_map")
+    if model_type not in CONFIG_MAPPING:
+        if auto_map and spec.trust_remote_code and spec.location:
+            try:
+                return AutoConfig.from_pretrained(spec.location, trust_remote_code=True)
+            except Exception as exc:  # transformers raises many types here
+                raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
+        raise UnknownArchitectureError(spec.model_id, model_type, remote_code=bool(auto_map))
+    config.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **config)
+    except Exception as exc:  # a config transformers rejects: strict dataclass, wrong types...
+        raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
+
+
+def _build_transformers(spec: ModelSpec) -> "nn.Module":
+    import torch
+    import transformers
+    from accelerate import init_empty_weights
+
+    config = make_transformers_config(spec)
+    constructor = transformers.AutoModel
+    # As accelerate does: remote code may name a specific AutoModelFor* class in its auto_map.
+    auto_map = spec.config.get("auto_map")
+    if isinstance(auto_map, dict):
+        for key in auto_map:
+            if key.startswith("AutoModelFor"):
+                constructor = getattr(transformers, key)
+                break
+    try:
+        with init_empty_weights(), _skip_weight_init():
+            return constructor.from_config(
+                config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
+            )
+    except Exception as exc:
+        raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
+
+
+def _skip_weight_init():
+    """Skip weight initialisation: on meta it computes nothing, and sizes do not depend on it."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())

@@ -1,0 +1,1 @@
+"""Measurements of a built model: weights, activations, training state."""

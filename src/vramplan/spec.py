@@ -1,0 +1,34 @@
+"""ModelSpec: what a source resolves a reference into, and what build() needs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model reference: enough to build the model on the meta device.
+
+    Attributes:
+        reference: what the user typed (an id, alias, path).
+        model_id: the canonical name shown in reports (Hub id, catalogue id, or path).
+        library: "transformers", "timm" or "torch.hub".
+        source: where the description came from ("catalog", "local", "hub", ...).
+        config: the transformers config dict (library "transformers"), else library-specific data.
+        trust_remote_code: never implied; only what the user passed.
+        location: where remote modelling code lives (a directory or Hub id), if the config needs it.
+    """
+
+    reference: str
+    model_id: str
+    library: str
+    source: str
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    trust_remote_code: bool = False
+    location: str | None = None  # local directory or Hub id holding remote code, when there is any
+
+    def build_key(self) -> str:
+        """Return a key that is equal for specs that build the same module."""
+        return json.dumps([self.library, self.config, self.trust_remote_code], sort_keys=True, default=str)
