@@ -1,0 +1,175 @@
+"""The `vramplan` command: parse, run the pipeline, render. No maths here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import UsageError, VramplanError
+from .measure.weights import DTYPES
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except VramplanError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"vramplan: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vramplan: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vramplan",
+        description="How much GPU memory a model needs, before you download a single weight.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_estimate(sub)
+    _add_report(sub)
+    _add_list(sub)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES, metavar="DTYPE",
+        help="rows to show, any of float32 float16 int8 int4 (default: all)",
+    )
+    p.add_argument(
+        "--library", "--library_name", dest="library", choices=("transformers",),
+        help="the library that builds the model (default: transformers)",
+    )
+    p.add_argument(
+        "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
+        help="allow a model's own modelling code to run (never implied)",
+    )
+
+
+def _add_estimate(sub) -> None:
+    p = sub.add_parser(
+        "estimate", help="memory to load each model (accelerate estimate-memory, offline)",
+        description="Estimate the memory each model needs. A drop-in for `accelerate estimate-memory`.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="catalogue id or alias, family name, or path to a config.json")
+    _model_options(p)
+    p.add_argument("--format", choices=("table", "markdown", "json", "csv"), default="table")
+    _common(p)
+    p.set_defaults(handler=_run_estimate)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report", help="a report for a family or list of models (default: the dinov3 family)",
+        description="Write a VRAM report: title, summary table with status, then each model's table.",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL|FAMILY", help="default: dinov3")
+    _model_options(p)
+    p.add_argument("--format", choices=("text", "markdown", "json", "csv"), default="text")
+    _common(p)
+    p.set_defaults(handler=_run_report)
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="the bundled catalogue", description="List the bundled catalogue.")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _common(p)
+    p.set_defaults(handler=_run_list)
+
+
+def _run_estimate(args: argparse.Namespace) -> int:
+    from .report.csv_report import render_csv
+    from .report.json_report import render_json
+    from .report.markdown import render_markdown
+    from .report.text import render_tables
+
+    run = _estimate(args, args.models)
+    renderers: dict[str, Callable] = {
+        "table": render_tables,
+        "markdown": lambda r: render_markdown(r, with_summary=False),
+        "json": render_json,
+        "csv": render_csv,
+    }
+    _emit(renderers[args.format](run), args.output)
+    _warn_failures(run, args.format)
+    return run.exit_code
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report.csv_report import render_csv
+    from .report.json_report import render_json
+    from .report.markdown import render_markdown
+    from .report.text import render_report_text
+    from .sources.catalog import family_title
+
+    references = args.models or ["dinov3"]
+    titles = {family_title(r) for r in references}
+    title = titles.pop() if len(titles) == 1 else None
+    run = _estimate(args, references)
+    renderers: dict[str, Callable] = {
+        "text": lambda r: render_report_text(r, title),
+        "markdown": lambda r: render_markdown(r, title),
+        "json": render_json,
+        "csv": render_csv,
+    }
+    _emit(renderers[args.format](run), args.output)
+    _warn_failures(run, args.format)
+    return run.exit_code
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from .pipeline import estimate
+    from .report.listing import listing_rows, render_list_json, render_list_table
+    from .sources.catalog import catalog_entries
+
+    entries = catalog_entries()
+    run = estimate([e.model_id for e in entries], dtypes=("float32",), debug=args.debug)
+    rows = listing_rows(entries, run)
+    _emit(render_list_json(rows) if args.format == "json" else render_list_table(rows), args.output)
+    return EXIT_OK
+
+
+def _estimate(args: argparse.Namespace, references: list[str]):
+    from .pipeline import estimate
+
+    return estimate(references, dtypes=args.dtypes, trust_remote_code=args.trust_remote_code, debug=args.debug)
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"Cannot write `{output}`: {exc.strerror or exc}") from exc
+
+
+def _warn_failures(run, fmt: str) -> None:
+    """Name failed models on stderr too, so a script sees them whatever the format."""
+    failed = [m for m in run.models if not m.ok]
+    for model in failed:
+        print(f"vramplan: {model.model}: {model.error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

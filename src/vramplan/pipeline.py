@@ -1,0 +1,107 @@
+"""The public pipeline: resolve -> build -> measure, one model at a time, failures isolated."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from .build import build_model
+from .errors import VramplanError
+from .measure.weights import DTYPES, measure_weights
+from .results import ModelResult, RunResult
+from .sources import expand_references, resolve_model
+from .spec import ModelSpec
+
+
+def estimate(
+    models: str | Iterable[str],
+    *,
+    dtypes: Iterable[str] = DTYPES,
+    trust_remote_code: bool = False,
+    debug: bool = False,
+) -> RunResult:
+    """Estimate the memory each model needs to load, as `accelerate estimate-memory` would.
+
+    Args:
+        models: catalogue ids, aliases, family names (`dinov3`) or paths to config.json files.
+        dtypes: any of float32, float16, int8, int4, in the order the rows should appear.
+        trust_remote_code: allow a config's own modelling code to run; never implied.
+        debug: print the traceback of each failed model to stderr.
+
+    Returns:
+        A RunResult with one ModelResult per model; a model that fails has status "error"
+        and never stops the others.
+    """
+    references = [models] if isinstance(models, str) else list(models)
+    dtypes = _check_dtypes(dtypes)
+    results = [
+        _estimate_one(reference, dtypes, trust_remote_code=trust_remote_code, debug=debug)
+        for reference in expand_references(references)
+    ]
+    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp())
+
+
+def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES) -> ModelResult:
+    """Measure an already resolved spec (raises on failure)."""
+    weights = measure_weights(build_model(spec), tuple(dtypes))
+    return ModelResult(
+        model=spec.model_id,
+        reference=spec.reference,
+        library=spec.library,
+        source=spec.source,
+        status="ok",
+        weights=weights,
+    )
+
+
+def _estimate_one(reference: str, dtypes: tuple[str, ...], *, trust_remote_code: bool, debug: bool) -> ModelResult:
+    spec: ModelSpec | None = None
+    try:
+        spec = resolve_model(reference, trust_remote_code=trust_remote_code)
+        return estimate_spec(spec, dtypes)
+    except Exception as exc:  # one bad model never stops the others
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        return failed_result(reference, spec, exc)
+
+
+def failed_result(reference: str, spec: ModelSpec | None, exc: BaseException) -> ModelResult:
+    """Turn an exception into an error result with a one-line reason."""
+    return ModelResult(
+        model=spec.model_id if spec else reference,
+        reference=reference,
+        library=spec.library if spec else "transformers",
+        source=spec.source if spec else None,
+        status="error",
+        error=one_line_reason(exc),
+    )
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """A single line for any exception: our own messages as they are, others with their type."""
+    if isinstance(exc, VramplanError):
+        text = exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def generated_timestamp() -> str:
+    """Now, or SOURCE_DATE_EPOCH when set (reproducible reports), as an ISO timestamp."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _check_dtypes(dtypes: Iterable[str]) -> tuple[str, ...]:
+    from .errors import UsageError
+
+    out = tuple(dtypes)
+    bad = [d for d in out if d not in DTYPES]
+    if bad or not out:
+        raise UsageError(f"Unknown dtype {', '.join(bad) or '(none)'}: choose from {', '.join(DTYPES)}")
+    return out

@@ -1,0 +1,53 @@
+"""JSON: the stable, documented schema (see README, "JSON output")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..measure.weights import DTYPES
+from ..results import ModelResult, RunResult
+
+SCHEMA_VERSION = 1
+
+
+def render_json(run: RunResult) -> str:
+    """The whole run as JSON."""
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "generated": run.generated,
+        "dtypes": list(run.dtypes),
+        "models": [model_json(m, run.dtypes) for m in run.models],
+    }
+    return json.dumps(payload, indent=2) + "\n"
+
+
+def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[str, Any]:
+    """One model's entry: weights per dtype, null when the model failed."""
+    weights = None
+    if result.weights is not None:
+        weights = {
+            row.dtype: {
+                "largest_layer_bytes": _number(row.largest_layer_bytes),
+                "total_bytes": _number(row.total_bytes),
+                "training_adam_bytes": _number(row.training_adam_bytes),
+            }
+            for row in result.weights.rows
+        }
+    entry: dict[str, Any] = {
+        "model": result.model,
+        "library": result.library,
+        "status": result.status,
+        "error": result.error,
+        "weights": weights,
+    }
+    if result.weights is not None:
+        entry["parameters"] = result.weights.parameter_count
+    return entry
+
+
+def _number(value: float | None) -> int | float | None:
+    """Whole byte counts as ints; accelerate's divided sizes keep their fraction."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value

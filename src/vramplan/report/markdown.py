@@ -1,0 +1,45 @@
+"""Markdown: the same content as the text report, as GitHub tables."""
+
+from __future__ import annotations
+
+from ..results import ModelResult, RunResult
+from .cells import HEADERS, weights_cells
+from .summary import report_title, reproduce_command, summary_cells, summary_header
+
+
+def render_markdown(run: RunResult, family_title: str | None = None, *, with_summary: bool = True) -> str:
+    """A Markdown document: optional title and summary, then a section per model."""
+    parts: list[str] = []
+    if with_summary:
+        parts += [
+            f"# {report_title(family_title)}",
+            "",
+            f"Generated: {run.generated}  ",
+            f"Model count: {len(run.models)}",
+            "",
+            "## Summary (Total Size to load weights)",
+            "",
+            *_table(summary_header(run), [summary_cells(m, run) for m in run.models]),
+            "",
+        ]
+    for model in run.models:
+        parts += _model_section(model, run)
+    return "\n".join(parts)
+
+
+def _model_section(model: ModelResult, run: RunResult) -> list[str]:
+    lines = [f"## `{model.model}`", "", f"Command: `{reproduce_command(model, run)}`  ", f"Status: {model.status}", ""]
+    if model.weights is None:
+        return lines + [f"Error: {_escape(model.error or '')}", ""]
+    rows = [weights_cells(row) for row in model.weights.rows]
+    return lines + _table(list(HEADERS), rows) + [""]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(_escape(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

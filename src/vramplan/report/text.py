@@ -1,0 +1,45 @@
+"""Plain text: accelerate's boxed tables, and the family report in the seed's layout."""
+
+from __future__ import annotations
+
+from ..results import RunResult
+from .boxed import render_boxed
+from .summary import report_title, reproduce_command, summary_cells, summary_header
+
+RULE = "-" * 120
+BANNER = "=" * 120
+
+
+def render_tables(run: RunResult) -> str:
+    """`vramplan estimate`'s default output: one boxed table per model."""
+    blocks = []
+    for model in run.models:
+        heading = f"{model.model}: " if not model.ok else ""
+        blocks.append(heading + render_boxed(model))
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_report_text(run: RunResult, family_title: str | None = None) -> str:
+    """The report: title, timestamp, count, summary with status, then each model's table."""
+    lines = [
+        report_title(family_title),
+        f"Generated: {run.generated}",
+        f"Model count: {len(run.models)}",
+        "",
+        "Summary (Total Size to load weights)",
+        " | ".join(summary_header(run)),
+        RULE,
+        *(" | ".join(summary_cells(model, run)) for model in run.models),
+        "",
+        "Detailed command outputs",
+        BANNER,
+    ]
+    for model in run.models:
+        lines += [
+            f"===== {model.model} =====",
+            f"Command: {reproduce_command(model, run)}",
+            f"Status: {model.status}",
+            render_boxed(model),
+            "",
+        ]
+    return "\n".join(lines)

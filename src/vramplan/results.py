@@ -1,0 +1,42 @@
+"""Typed results of a run: what the renderers in report/ turn into text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .measure.weights import WeightsEstimate
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Everything measured for one model, or the one-line reason it failed."""
+
+    model: str  # canonical id shown in reports (the reference itself when resolution failed)
+    reference: str
+    library: str
+    source: str | None
+    status: str  # "ok" | "error"
+    error: str | None = None
+    weights: WeightsEstimate | None = None
+    inference: tuple[Any, ...] = ()  # InferenceMeasurement or failed cases, in the order asked
+    inference_error: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A whole run: the models in the order asked, and what was asked."""
+
+    models: tuple[ModelResult, ...]
+    dtypes: tuple[str, ...]
+    generated: str  # ISO timestamp, seconds
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every model succeeded, 1 when some failed."""
+        return 0 if all(m.ok for m in self.models) else 1
