@@ -59,9 +59,9 @@ def test_error_shows_in_every_report_format(run_cli, bad_models, fmt):
 
 
 def test_unknown_reference_names_catalogue_and_path_option(run_cli):
-    result = run_cli("estimate", "someone/not-a-catalogued-model")
+    result = run_cli("estimate", "not a model!")
     assert result.code == 1
-    assert "vramplan list" in result.out and "config.json" in result.out
+    assert "vramplan list" in result.out and "config.json" in result.out and "Hub id" in result.out
 
 
 def test_traceback_only_with_debug(run_cli, bad_models):

@@ -56,8 +56,17 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="rows to show, any of float32 float16 int8 int4 (default: all)",
     )
     p.add_argument(
-        "--library", "--library_name", dest="library", choices=("transformers",),
-        help="the library that builds the model (default: transformers)",
+        "--library", "--library_name", dest="library", choices=("transformers", "timm"),
+        help="the library that builds the model, where the source does not say (default: the Hub's metadata)",
+    )
+    p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    p.add_argument(
+        "--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+        help="give up on any one Hub look-up after this long (default: 10)",
+    )
+    p.add_argument(
+        "--no-checkpoint", dest="checkpoint", action="store_false",
+        help="do not read the checkpoint's safetensors headers (Hub repos, local directories)",
     )
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
@@ -151,7 +160,26 @@ def _run_list(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace, references: list[str]):
     from .pipeline import estimate
 
-    return estimate(references, dtypes=args.dtypes, trust_remote_code=args.trust_remote_code, debug=args.debug)
+    return estimate(
+        references,
+        dtypes=args.dtypes,
+        library=args.library,
+        trust_remote_code=args.trust_remote_code,
+        revision=args.revision,
+        timeout=args.timeout,
+        checkpoint=args.checkpoint,
+        debug=args.debug,
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
 
 
 def _emit(text: str, output: str | None) -> None:

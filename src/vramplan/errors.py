@@ -77,3 +77,90 @@ class SimulationError(VramplanError):
         super().__init__(f"Could not simulate the forward pass of `{reference}`: {reason}")
         self.reference = reference
         self.reason = reason
+
+
+class HubError(VramplanError):
+    """A Hugging Face Hub look-up failed; the message says what to do next."""
+
+    def __init__(self, repo_id: str, message: str) -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+
+
+class GatedRepoAccessError(HubError):
+    """The repo is gated and this token (or no token) has no access."""
+
+    def __init__(self, repo_id: str, has_token: bool) -> None:
+        who = "your token has no access yet" if has_token else "no token was sent"
+        super().__init__(
+            repo_id,
+            f"Repo `{repo_id}` is gated and {who}: accept its terms on its Hub page, then authenticate "
+            "(set HF_TOKEN or run `hf auth login`). Catalogued models need no token: see `vramplan list`",
+        )
+
+
+class RepoNotFoundError(HubError):
+    """No such repo, or a private one this token cannot see."""
+
+    def __init__(self, repo_id: str, has_token: bool) -> None:
+        hint = (
+            "check the id; if it is private, your token has no access"
+            if has_token
+            else "check the id; if it is private, authenticate (set HF_TOKEN or run `hf auth login`)"
+        )
+        super().__init__(repo_id, f"Repo `{repo_id}` was not found on the Hub: {hint}")
+
+
+class RevisionNotFoundError(HubError):
+    def __init__(self, repo_id: str, revision: str) -> None:
+        super().__init__(repo_id, f"Revision `{revision}` of `{repo_id}` was not found on the Hub: check --revision")
+
+
+class MissingConfigError(HubError):
+    def __init__(self, repo_id: str) -> None:
+        super().__init__(
+            repo_id,
+            f"Repo `{repo_id}` has no config.json: it is not a transformers model; "
+            "for a timm model pass --library timm",
+        )
+
+
+class NoLibraryMetadataError(HubError):
+    def __init__(self, repo_id: str) -> None:
+        super().__init__(
+            repo_id,
+            f"Model `{repo_id}` does not have any library metadata on the Hub: "
+            "pass --library transformers or --library timm",
+        )
+
+
+class HubUnavailableError(HubError):
+    """The Hub answered with a server error."""
+
+    def __init__(self, repo_id: str, status: int, endpoint: str) -> None:
+        super().__init__(
+            repo_id,
+            f"The Hub at {endpoint} answered HTTP {status} for `{repo_id}`: try again later, "
+            "or set HF_HUB_OFFLINE=1 to use what is cached",
+        )
+
+
+class HubUnreachableError(HubError):
+    """Network down, or no answer within the timeout."""
+
+    def __init__(self, repo_id: str, endpoint: str, timeout: float | None, reason: str) -> None:
+        within = f" within {timeout:g} s" if timeout is not None else ""
+        super().__init__(
+            repo_id,
+            f"Could not reach the Hub at {endpoint}{within} for `{repo_id}` ({reason}): check the network, "
+            "raise --timeout, or set HF_HUB_OFFLINE=1 to use what is cached",
+        )
+
+
+class OfflineNotCachedError(HubError):
+    def __init__(self, repo_id: str) -> None:
+        super().__init__(
+            repo_id,
+            f"`{repo_id}` is neither catalogued nor in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
+            "forbids asking the Hub: unset HF_HUB_OFFLINE, or run once online to cache its config.json",
+        )

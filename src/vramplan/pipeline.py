@@ -13,22 +13,31 @@ from .errors import VramplanError
 from .measure.weights import DTYPES, measure_weights
 from .results import ModelResult, RunResult
 from .sources import expand_references, resolve_model
-from .spec import ModelSpec
+from .spec import ModelSpec, SourceOptions
 
 
 def estimate(
     models: str | Iterable[str],
     *,
     dtypes: Iterable[str] = DTYPES,
+    library: str | None = None,
     trust_remote_code: bool = False,
+    revision: str | None = None,
+    timeout: float = 10.0,
+    checkpoint: bool = True,
     debug: bool = False,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would.
 
     Args:
-        models: catalogue ids, aliases, family names (`dinov3`) or paths to config.json files.
+        models: catalogue ids, aliases, family names (`dinov3`), paths to config.json files or
+            directories, Hub ids.
         dtypes: any of float32, float16, int8, int4, in the order the rows should appear.
+        library: "transformers" or "timm" where the source does not say.
         trust_remote_code: allow a config's own modelling code to run; never implied.
+        revision: Hub branch, tag or commit.
+        timeout: seconds to wait for any one Hub look-up.
+        checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         debug: print the traceback of each failed model to stderr.
 
     Returns:
@@ -37,16 +46,20 @@ def estimate(
     """
     references = [models] if isinstance(models, str) else list(models)
     dtypes = _check_dtypes(dtypes)
+    options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     results = [
-        _estimate_one(reference, dtypes, trust_remote_code=trust_remote_code, debug=debug)
+        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, debug=debug)
         for reference in expand_references(references)
     ]
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp())
 
 
-def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES) -> ModelResult:
+def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
+                  timeout: float = 10.0) -> ModelResult:
     """Measure an already resolved spec (raises on failure)."""
-    weights = measure_weights(build_model(spec), tuple(dtypes))
+    model = build_model(spec)
+    weights = measure_weights(model, tuple(dtypes))
+    stored = read_checkpoint(spec, model, weights, timeout) if checkpoint else None
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -54,14 +67,39 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES) -> ModelResul
         source=spec.source,
         status="ok",
         weights=weights,
+        checkpoint=stored,
     )
 
 
-def _estimate_one(reference: str, dtypes: tuple[str, ...], *, trust_remote_code: bool, debug: bool) -> ModelResult:
+def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
+    """The stored checkpoint beside the spec's config, explained against the estimate; None if there is none."""
+    from pathlib import Path
+
+    from .measure.checkpoint import (
+        explain_checkpoint,
+        read_hub_checkpoint,
+        read_local_checkpoint,
+        unreadable_checkpoint,
+    )
+
+    try:
+        if spec.source in ("local", "cache") and spec.config_path:
+            found = read_local_checkpoint(Path(spec.config_path).parent)
+        elif spec.source == "hub":
+            found = read_hub_checkpoint(spec.model_id, spec.revision, timeout, spec.repo_files)
+        else:
+            return None
+    except Exception as exc:  # the weights estimate stands without the checkpoint
+        return unreadable_checkpoint(spec.source, one_line_reason(exc))
+    return explain_checkpoint(found, model, weights, spec.config) if found else None
+
+
+def _estimate_one(reference: str, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
+                  debug: bool) -> ModelResult:
     spec: ModelSpec | None = None
     try:
-        spec = resolve_model(reference, trust_remote_code=trust_remote_code)
-        return estimate_spec(spec, dtypes)
+        spec = resolve_model(reference, options)
+        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

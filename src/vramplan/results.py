@@ -19,6 +19,7 @@ class ModelResult:
     status: str  # "ok" | "error"
     error: str | None = None
     weights: WeightsEstimate | None = None
+    checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
     inference: tuple[Any, ...] = ()  # InferenceMeasurement or failed cases, in the order asked
     inference_error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -28,7 +28,20 @@ class ModelSpec:
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     trust_remote_code: bool = False
     location: str | None = None  # local directory or Hub id holding remote code, when there is any
+    revision: str | None = None  # Hub revision asked for (branch, tag or commit)
+    config_path: str | None = None  # the config.json read, when it is a file here (local, cache)
+    repo_files: tuple[tuple[str, int | None], ...] = field(default=(), compare=False)  # Hub listing: (name, size)
 
     def build_key(self) -> str:
         """Return a key that is equal for specs that build the same module."""
         return json.dumps([self.library, self.config, self.trust_remote_code], sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to resolve references: library override, remote code, Hub revision and timeout."""
+
+    library: str | None = None  # None: the source decides (catalogue, Hub metadata)
+    trust_remote_code: bool = False  # never implied
+    revision: str | None = None
+    timeout: float = 10.0  # seconds for any one Hub look-up

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..measure.weights import DTYPES
 from ..results import ModelResult, RunResult
+from .checkpoint_text import checkpoint_json
 
 SCHEMA_VERSION = 1
 
@@ -43,6 +44,8 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
     }
     if result.weights is not None:
         entry["parameters"] = result.weights.parameter_count
+    entry["source"] = result.source
+    entry["checkpoint"] = checkpoint_json(result.checkpoint)
     return entry
 
 

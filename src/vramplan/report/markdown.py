@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..results import ModelResult, RunResult
 from .cells import HEADERS, weights_cells
+from .checkpoint_text import checkpoint_lines
 from .summary import report_title, reproduce_command, summary_cells, summary_header
 
 
@@ -32,7 +33,8 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
     if model.weights is None:
         return lines + [f"Error: {_escape(model.error or '')}", ""]
     rows = [weights_cells(row) for row in model.weights.rows]
-    return lines + _table(list(HEADERS), rows) + [""]
+    notes = [f"- {_escape(line)}" for line in checkpoint_lines(model.checkpoint)]
+    return lines + _table(list(HEADERS), rows) + [""] + (notes + [""] if notes else [])
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

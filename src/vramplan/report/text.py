@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..results import RunResult
 from .boxed import render_boxed
+from .checkpoint_text import checkpoint_lines
 from .summary import report_title, reproduce_command, summary_cells, summary_header
 
 RULE = "-" * 120
@@ -15,7 +16,7 @@ def render_tables(run: RunResult) -> str:
     blocks = []
     for model in run.models:
         heading = f"{model.model}: " if not model.ok else ""
-        blocks.append(heading + render_boxed(model))
+        blocks.append("\n".join([heading + render_boxed(model), *checkpoint_lines(model.checkpoint)]))
     return "\n\n".join(blocks) + "\n"
 
 
@@ -40,6 +41,7 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
             f"Command: {reproduce_command(model, run)}",
             f"Status: {model.status}",
             render_boxed(model),
+            *checkpoint_lines(model.checkpoint),
             "",
         ]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ def local_spec(reference: str, *, trust_remote_code: bool = False) -> ModelSpec:
         config=config,
         trust_remote_code=trust_remote_code,
         location=str(config_path.parent.resolve()),
+        config_path=str(config_path.resolve()),
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..errors import ModelNotFoundError
-from ..spec import ModelSpec
+from ..spec import ModelSpec, SourceOptions
 from .catalog import catalog_spec, families, find_entry
+from .hub import hub_spec, looks_like_repo_id
 from .local import local_spec, looks_like_path
 
 _HINT = (
-    "it is neither in the bundled catalogue (see `vramplan list`) nor a local path; "
-    "pass a catalogued id or alias, a family name, or a path to a config.json or a directory holding one"
+    "it is not in the bundled catalogue (see `vramplan list`), not a local path and not an `owner/name` Hub id; "
+    "pass a catalogued id or alias, a family name, a path to a config.json or a directory holding one, or a Hub id"
 )
 
 
@@ -26,16 +27,19 @@ def expand_references(references: list[str]) -> list[str]:
     return out
 
 
-def resolve_model(reference: str, *, trust_remote_code: bool = False) -> ModelSpec:
-    """Resolve a reference: bundled catalogue first, then a local path.
+def resolve_model(reference: str, options: SourceOptions = SourceOptions()) -> ModelSpec:
+    """Resolve a reference: catalogue, then a local path, then timm names, then the Hub (cache first).
 
     Raises:
         ModelNotFoundError: nothing matches.
-        ConfigError: a local config exists but is unreadable.
+        ConfigError, HubError: the source exists but cannot be used; the message says why.
     """
-    entry = find_entry(reference)
-    if entry is not None:
-        return catalog_spec(entry, reference)
+    if options.library in (None, "transformers"):
+        entry = find_entry(reference)
+        if entry is not None:
+            return catalog_spec(entry, reference)
     if looks_like_path(reference):
-        return local_spec(reference, trust_remote_code=trust_remote_code)
+        return local_spec(reference, trust_remote_code=options.trust_remote_code)
+    if looks_like_repo_id(reference):
+        return hub_spec(reference, options)
     raise ModelNotFoundError(reference, _HINT)
