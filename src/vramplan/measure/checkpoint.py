@@ -82,7 +82,10 @@ def read_hub_checkpoint(repo_id: str, revision: str | None, timeout: float,
     if not any(n.endswith(".safetensors") for n in names):
         return _unread_only("hub", unread)
     api = HfApi(endpoint=endpoint())
-    metadata = call_hub(repo_id, timeout, lambda: api.get_safetensors_metadata(repo_id, revision=revision))
+    # get_safetensors_metadata's default timeout was bound at import: pass ours.
+    metadata = call_hub(
+        repo_id, timeout, lambda: api.get_safetensors_metadata(repo_id, revision=revision, timeout=timeout), revision
+    )
     return checkpoint_from_metadata(metadata, "hub", dict(repo_files), unread)
 
 

@@ -72,7 +72,7 @@ def hub_spec(repo_id: str, query: SourceOptions) -> ModelSpec:
         return replace(_spec(repo_id, read_config_file(cached, repo_id), "cache", query), config_path=str(cached))
     if offline():
         raise OfflineNotCachedError(repo_id)
-    info = call_hub(repo_id, query.timeout, lambda: _model_info(repo_id, query))
+    info = call_hub(repo_id, query.timeout, lambda: _model_info(repo_id, query), query.revision)
     library = query.library or getattr(info, "library_name", None)
     if not library:
         raise NoLibraryMetadataError(repo_id)
@@ -80,7 +80,7 @@ def hub_spec(repo_id: str, query: SourceOptions) -> ModelSpec:
     if library != "transformers":
         return ModelSpec(reference=repo_id, model_id=repo_id, library=library, source="hub",
                          config={"hub_id": repo_id}, revision=query.revision, repo_files=files)
-    path = call_hub(repo_id, query.timeout, lambda: _download_config(repo_id, query))
+    path = call_hub(repo_id, query.timeout, lambda: _download_config(repo_id, query), query.revision)
     spec = _spec(repo_id, read_config_file(Path(path), repo_id), "hub", query)
     return replace(spec, repo_files=files)
 
@@ -93,7 +93,7 @@ def cached_config_path(repo_id: str, revision: str | None) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def call_hub(repo_id: str, timeout: float, call: Callable[[], T]) -> T:
+def call_hub(repo_id: str, timeout: float, call: Callable[[], T], revision: str | None = None) -> T:
     """Run one Hub call under a deadline and translate its failure into our typed errors."""
     outcome: dict[str, Any] = {}
 
@@ -109,11 +109,13 @@ def call_hub(repo_id: str, timeout: float, call: Callable[[], T]) -> T:
     if worker.is_alive():
         raise HubUnreachableError(repo_id, endpoint(), timeout, "no answer")
     if "error" in outcome:
-        raise translate_hub_error(repo_id, outcome["error"], timeout) from outcome["error"]
+        raise translate_hub_error(repo_id, outcome["error"], timeout, revision) from outcome["error"]
     return outcome["value"]
 
 
-def translate_hub_error(repo_id: str, exc: BaseException, timeout: float | None) -> BaseException:
+def translate_hub_error(
+    repo_id: str, exc: BaseException, timeout: float | None, revision: str | None = None
+) -> BaseException:
     """Map huggingface_hub's exception types (never their text) onto ours."""
     from huggingface_hub import errors as hub_errors
 
@@ -124,7 +126,7 @@ def translate_hub_error(repo_id: str, exc: BaseException, timeout: float | None)
     if isinstance(exc, hub_errors.RepositoryNotFoundError):
         return RepoNotFoundError(repo_id, has_token())
     if isinstance(exc, hub_errors.RevisionNotFoundError):
-        return RevisionNotFoundError(repo_id, _revision_of(exc))
+        return RevisionNotFoundError(repo_id, revision or "main")
     if isinstance(exc, hub_errors.EntryNotFoundError):
         return MissingConfigError(repo_id)
     if isinstance(exc, hub_errors.OfflineModeIsEnabled):
@@ -137,10 +139,6 @@ def translate_hub_error(repo_id: str, exc: BaseException, timeout: float | None)
     if isinstance(exc, (OSError, TimeoutError)) or "Timeout" in type(exc).__name__ or "Connect" in type(exc).__name__:
         return HubUnreachableError(repo_id, endpoint(), timeout, type(exc).__name__)
     return exc
-
-
-def _revision_of(exc: BaseException) -> str:
-    return str(getattr(exc, "revision", None) or "requested")
 
 
 def _model_info(repo_id: str, query: SourceOptions):
