@@ -225,3 +225,54 @@ def test_cache_first_then_offline(hub, run_cli, monkeypatch):
     first, second = result.json()["models"]
     assert "HF_HUB_OFFLINE=1" in first["error"] and second["status"] == "ok"
     assert hub.requests == []
+
+
+REMOTE_CONFIG = '''
+from transformers import PretrainedConfig
+
+
+class AcmeConfig(PretrainedConfig):
+    model_type = "acme_net"
+
+    def __init__(self, width=32, depth=3, **kwargs):
+        self.width = width
+        self.depth = depth
+        super().__init__(**kwargs)
+'''
+REMOTE_MODEL = '''
+import torch.nn as nn
+from transformers import PreTrainedModel
+
+from .configuration_acme import AcmeConfig
+
+
+class AcmeModel(PreTrainedModel):
+    config_class = AcmeConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.layers = nn.ModuleList(nn.Linear(config.width, config.width) for _ in range(config.depth))
+        self.post_init()
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+'''
+
+
+def test_remote_code_runs_only_when_trusted(hub, run_cli):
+    config = {"model_type": "acme_net", "width": 64, "depth": 3,
+              "auto_map": {"AutoConfig": "configuration_acme.AcmeConfig", "AutoModel": "modeling_acme.AcmeModel"}}
+    hub.add_repo("acme/remote", {
+        "config.json": json.dumps(config).encode(),
+        "configuration_acme.py": REMOTE_CONFIG.encode(),
+        "modeling_acme.py": REMOTE_MODEL.encode(),
+    }, library_name="transformers")
+    refused = run_cli("estimate", "acme/remote")
+    assert refused.code == 1 and "--trust-remote-code" in refused.err
+    assert not any(f.endswith(".py") for f in hub.requested_files())
+
+    trusted = run_cli("estimate", "acme/remote", "--trust-remote-code", "--format", "json")
+    assert trusted.code == 0, trusted.err
+    assert trusted.json()["models"][0]["weights"]["float32"]["total_bytes"] == 3 * (64 * 64 + 64) * 4

@@ -42,7 +42,7 @@ def make_transformers_config(spec: ModelSpec):
     if model_type not in CONFIG_MAPPING:
         if auto_map and spec.trust_remote_code and spec.location:
             try:
-                return AutoConfig.from_pretrained(spec.location, trust_remote_code=True)
+                return AutoConfig.from_pretrained(spec.location, trust_remote_code=True, revision=spec.revision)
             except Exception as exc:  # transformers raises many types here
                 raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
         raise UnknownArchitectureError(spec.model_id, model_type, remote_code=bool(auto_map))
