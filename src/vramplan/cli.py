@@ -68,6 +68,20 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--no-checkpoint", dest="checkpoint", action="store_false",
         help="do not read the checkpoint's safetensors headers (Hub repos, local directories)",
     )
+    g = p.add_argument_group("inference (--mode inference): simulated forward passes, comma lists sweep")
+    g.add_argument("--mode", choices=("weights", "inference"), default="weights",
+                   help="weights: loading only (accelerate's table); inference: also the peak of a forward pass")
+    g.add_argument("--image-size", action="append", default=[], metavar="SIZE[,SIZE]",
+                   help="1024 or HEIGHTxWIDTH (768x1344); default: the model's own image size")
+    g.add_argument("--seq-len", action="append", default=[], metavar="N[,N]",
+                   help="tokens per sequence, text models (default: 512 or the model's limit)")
+    g.add_argument("--batch-size", action="append", default=[], metavar="N[,N]", help="default: 1")
+    g.add_argument("--dtype", action="append", default=[], metavar="DTYPE[,DTYPE]",
+                   help="float32, float16 or bfloat16 (default: bfloat16)")
+    g.add_argument("--attn", action="append", default=[], metavar="IMPL[,IMPL]",
+                   help="sdpa, eager or flash (flash_attention_2) (default: sdpa)")
+    g.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="the simulated target (default: cuda, an H100's kernels and allocator)")
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
@@ -162,6 +176,7 @@ def _estimate(args: argparse.Namespace, references: list[str]):
 
     return estimate(
         references,
+        inference=_inference_request(args),
         dtypes=args.dtypes,
         library=args.library,
         trust_remote_code=args.trust_remote_code,
@@ -169,6 +184,25 @@ def _estimate(args: argparse.Namespace, references: list[str]):
         timeout=args.timeout,
         checkpoint=args.checkpoint,
         debug=args.debug,
+    )
+
+
+def _inference_request(args: argparse.Namespace):
+    """The inference sweep the flags ask for, or None in weights mode."""
+    from .measure.cases import InferenceRequest, parse_choices, parse_image_sizes, parse_int_list
+
+    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn)
+    if args.mode != "inference":
+        if any(inference_flags):
+            raise UsageError("--image-size, --seq-len, --batch-size, --dtype and --attn need --mode inference")
+        return None
+    return InferenceRequest(
+        image_sizes=parse_image_sizes(args.image_size),
+        seq_lens=parse_int_list(args.seq_len, "--seq-len"),
+        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
+        dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or ("bfloat16",),
+        attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
+        device=args.device,
     )
 
 

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from .build import build_model
 from .errors import VramplanError
 from .measure.weights import DTYPES, measure_weights
-from .results import ModelResult, RunResult
+from .measure.cases import InferenceRequest, cases_for
+from .results import InferenceFailure, ModelResult, RunResult
 from .sources import expand_references, resolve_model
 from .spec import ModelSpec, SourceOptions
 
@@ -25,6 +26,7 @@ def estimate(
     revision: str | None = None,
     timeout: float = 10.0,
     checkpoint: bool = True,
+    inference: InferenceRequest | None = None,
     debug: bool = False,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would.
@@ -38,6 +40,7 @@ def estimate(
         revision: Hub branch, tag or commit.
         timeout: seconds to wait for any one Hub look-up.
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
+        inference: simulate forward passes at these sizes, batches, dtypes and attentions.
         debug: print the traceback of each failed model to stderr.
 
     Returns:
@@ -48,26 +51,48 @@ def estimate(
     dtypes = _check_dtypes(dtypes)
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     results = [
-        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, debug=debug)
+        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug)
         for reference in expand_references(references)
     ]
-    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp())
+    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
-                  timeout: float = 10.0) -> ModelResult:
-    """Measure an already resolved spec (raises on failure)."""
+                  timeout: float = 10.0, inference: InferenceRequest | None = None) -> ModelResult:
+    """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
     stored = read_checkpoint(spec, model, weights, timeout) if checkpoint else None
+    simulated: tuple = ()
+    failures: list[str] = []
+    if inference is not None:
+        try:
+            simulated = simulate_inference(model, inference, spec.model_id)
+        except VramplanError as exc:  # no case could be made for this model; its weights stand
+            failures.append(one_line_reason(exc))
+    failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
         library=spec.library,
         source=spec.source,
-        status="ok",
+        status="error" if failures else "ok",
+        error=failures[0] if failures else None,
         weights=weights,
         checkpoint=stored,
+        inference=simulated,
+    )
+
+
+def simulate_inference(model, request: InferenceRequest, reference: str) -> tuple:
+    """Simulate every case of the request; a case that cannot run becomes an InferenceFailure."""
+    from .measure.activations import measure_inference_sweep
+
+    cases = cases_for(model, request, reference)
+    results = measure_inference_sweep(model, cases, reference=reference)
+    return tuple(
+        InferenceFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
+        for case, r in zip(cases, results)
     )
 
 
@@ -95,11 +120,11 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 
 def _estimate_one(reference: str, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
-                  debug: bool) -> ModelResult:
+                  inference: InferenceRequest | None, debug: bool) -> ModelResult:
     spec: ModelSpec | None = None
     try:
         spec = resolve_model(reference, options)
-        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout)
+        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

@@ -9,6 +9,14 @@ from .measure.weights import WeightsEstimate
 
 
 @dataclass(frozen=True)
+class InferenceFailure:
+    """A case whose forward could not be simulated, and why."""
+
+    case: Any  # measure.activations.InferenceCase
+    reason: str
+
+
+@dataclass(frozen=True)
 class ModelResult:
     """Everything measured for one model, or the one-line reason it failed."""
 
@@ -20,8 +28,7 @@ class ModelResult:
     error: str | None = None
     weights: WeightsEstimate | None = None
     checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
-    inference: tuple[Any, ...] = ()  # InferenceMeasurement or failed cases, in the order asked
-    inference_error: str | None = None
+    inference: tuple[Any, ...] = ()  # InferenceMeasurement or InferenceFailure, in the order asked
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -36,6 +43,7 @@ class RunResult:
     models: tuple[ModelResult, ...]
     dtypes: tuple[str, ...]
     generated: str  # ISO timestamp, seconds
+    inference: Any = None  # measure.cases.InferenceRequest when inference was asked for
 
     @property
     def exit_code(self) -> int:

@@ -11,8 +11,19 @@ from .json_report import _number
 COLUMNS = ("model", "library", "status", "error", "dtype", "largest_layer_bytes", "total_bytes", "training_adam_bytes")
 
 
+INFERENCE_COLUMNS = (
+    "model", "status", "error", "image_height", "image_width", "seq_len", "batch_size", "dtype", "attn", "device",
+    "parameter_bytes", "buffer_bytes", "activation_bytes", "temp_bytes", "peak_allocated_bytes", "peak_device_bytes",
+)
+
+
 def render_csv(run: RunResult) -> str:
-    """The run as CSV; a failed model still gets a row per dtype, with its error and empty sizes."""
+    """The run as CSV: weights rows, or with inference asked for, one row per model and case."""
+    return render_inference_csv(run) if run.inference is not None else render_weights_csv(run)
+
+
+def render_weights_csv(run: RunResult) -> str:
+    """A row per model and dtype; a failed model still gets its rows, with its error and empty sizes."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -31,3 +42,22 @@ def render_csv(run: RunResult) -> str:
 
 def _blank(value: int | float | None) -> str:
     return "" if value is None else str(value)
+
+
+def render_inference_csv(run: RunResult) -> str:
+    """A row per model and inference case; a failed case carries its reason and empty sizes."""
+    from .inference import inference_json
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(INFERENCE_COLUMNS)
+    for model in run.models:
+        if not model.inference:
+            writer.writerow([model.model, model.status, model.error or ""] + [""] * (len(INFERENCE_COLUMNS) - 3))
+        for entry in inference_json(model):
+            h, w = entry.get("image_size") or ("", "")
+            sizes = [_blank(entry.get(c)) for c in INFERENCE_COLUMNS[10:]]
+            writer.writerow([model.model, "error" if "error" in entry else "ok", entry.get("error", ""), h, w,
+                             _blank(entry.get("seq_len")), entry["batch_size"], entry["dtype"], entry["attn"],
+                             entry["device"], *sizes])
+    return out.getvalue()

@@ -8,6 +8,7 @@ from typing import Any
 from ..measure.weights import DTYPES
 from ..results import ModelResult, RunResult
 from .checkpoint_text import checkpoint_json
+from .inference import inference_json
 
 SCHEMA_VERSION = 1
 
@@ -20,6 +21,9 @@ def render_json(run: RunResult) -> str:
         "dtypes": list(run.dtypes),
         "models": [model_json(m, run.dtypes) for m in run.models],
     }
+    if run.inference is not None:
+        for entry in payload["models"]:
+            entry.setdefault("inference", [])
     return json.dumps(payload, indent=2) + "\n"
 
 
@@ -46,6 +50,8 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
         entry["parameters"] = result.weights.parameter_count
     entry["source"] = result.source
     entry["checkpoint"] = checkpoint_json(result.checkpoint)
+    if result.inference:
+        entry["inference"] = inference_json(result)
     return entry
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from ..results import ModelResult, RunResult
 from .cells import HEADERS, weights_cells
 from .checkpoint_text import checkpoint_lines
-from .summary import report_title, reproduce_command, summary_cells, summary_header
+from .inference import HEADERS as INFERENCE_HEADERS
+from .inference import inference_rows, inference_title, overhead_note
+from .summary import inference_legend, report_title, reproduce_command, summary_cells, summary_header
 
 
 def render_markdown(run: RunResult, family_title: str | None = None, *, with_summary: bool = True) -> str:
@@ -22,6 +24,7 @@ def render_markdown(run: RunResult, family_title: str | None = None, *, with_sum
             "",
             *_table(summary_header(run), [summary_cells(m, run) for m in run.models]),
             "",
+            *([legend, ""] if (legend := inference_legend(run)) else []),
         ]
     for model in run.models:
         parts += _model_section(model, run)
@@ -34,7 +37,12 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
         return lines + [f"Error: {_escape(model.error or '')}", ""]
     rows = [weights_cells(row) for row in model.weights.rows]
     notes = [f"- {_escape(line)}" for line in checkpoint_lines(model.checkpoint)]
-    return lines + _table(list(HEADERS), rows) + [""] + (notes + [""] if notes else [])
+    out = lines + _table(list(HEADERS), rows) + [""] + (notes + [""] if notes else [])
+    if model.inference:
+        out += [f"{inference_title(model)}:", "", *_table(list(INFERENCE_HEADERS), inference_rows(model)), ""]
+        note = overhead_note(model)
+        out += [note, ""] if note else []
+    return out
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

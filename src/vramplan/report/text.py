@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..results import RunResult
 from .boxed import render_boxed
 from .checkpoint_text import checkpoint_lines
-from .summary import report_title, reproduce_command, summary_cells, summary_header
+from .inference import overhead_note, render_inference_boxed
+from .summary import inference_legend, report_title, reproduce_command, summary_cells, summary_header
 
 RULE = "-" * 120
 BANNER = "=" * 120
@@ -16,7 +17,8 @@ def render_tables(run: RunResult) -> str:
     blocks = []
     for model in run.models:
         heading = f"{model.model}: " if not model.ok else ""
-        blocks.append("\n".join([heading + render_boxed(model), *checkpoint_lines(model.checkpoint)]))
+        blocks.append("\n".join([heading + render_boxed(model), *checkpoint_lines(model.checkpoint),
+                                   *inference_block(model)]))
     return "\n\n".join(blocks) + "\n"
 
 
@@ -31,6 +33,7 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
         " | ".join(summary_header(run)),
         RULE,
         *(" | ".join(summary_cells(model, run)) for model in run.models),
+        *([legend] if (legend := inference_legend(run)) else []),
         "",
         "Detailed command outputs",
         BANNER,
@@ -42,6 +45,15 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
             f"Status: {model.status}",
             render_boxed(model),
             *checkpoint_lines(model.checkpoint),
+            *inference_block(model),
             "",
         ]
     return "\n".join(lines)
+
+
+def inference_block(model) -> list[str]:
+    """The inference table and what its last column adds, when inference was simulated."""
+    if not model.inference:
+        return []
+    note = overhead_note(model)
+    return [render_inference_boxed(model), *([note] if note else [])]
