@@ -21,10 +21,23 @@ def build_model(spec: ModelSpec) -> "nn.Module":
     """Build (or reuse) the meta-device model a spec describes."""
     key = spec.build_key()
     if key not in _BUILT:
-        if spec.library != "transformers":
-            raise BuildError(spec.model_id, spec.library, "this library is not supported yet")
-        _BUILT[key] = _build_transformers(spec)
+        _BUILT[key] = _builder(spec)(spec)
     return _BUILT[key]
+
+
+def _builder(spec: ModelSpec):
+    """The function that builds this spec's library."""
+    if spec.library == "transformers":
+        return _build_transformers
+    if spec.library == "timm":
+        from .sources.timm_models import build_timm
+
+        return build_timm
+    if spec.library in ("torch.hub", "factory"):
+        from .sources.torchhub import build_factory, build_torch_hub
+
+        return build_torch_hub if spec.library == "torch.hub" else build_factory
+    raise BuildError(spec.model_id, spec.library, "this library is not supported: use transformers or timm")
 
 
 def clear_build_cache() -> None:

@@ -93,8 +93,19 @@ def _add_estimate(sub) -> None:
         "estimate", help="memory to load each model (accelerate estimate-memory, offline)",
         description="Estimate the memory each model needs. A drop-in for `accelerate estimate-memory`.",
     )
-    p.add_argument("models", nargs="+", metavar="MODEL", help="catalogue id or alias, family name, or path to a config.json")
+    p.add_argument(
+        "models", nargs="*", metavar="MODEL",
+        help="catalogue id or alias, family name, path to a config.json or its folder, Hub id, timm name",
+    )
     _model_options(p)
+    g = p.add_argument_group("code you name (it runs, in this process: only name code you trust)")
+    g.add_argument("--hub-repo", metavar="DIR", help="a local torch.hub repository (a folder with hubconf.py)")
+    g.add_argument("--entrypoint", action="append", default=[], metavar="NAME",
+                   help="an entrypoint of --hub-repo, e.g. dinov3_vit7b16_dd (repeatable)")
+    g.add_argument("--factory", action="append", default=[], metavar="MODULE:CALLABLE",
+                   help="a function returning an nn.Module: package.module:fn or path/to/file.py:fn (repeatable)")
+    g.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the entrypoints and factories (JSON values: 512, true, [1,2])")
     p.add_argument("--format", choices=("table", "markdown", "json", "csv"), default="table")
     _common(p)
     p.set_defaults(handler=_run_estimate)
@@ -125,7 +136,7 @@ def _run_estimate(args: argparse.Namespace) -> int:
     from .report.markdown import render_markdown
     from .report.text import render_tables
 
-    run = _estimate(args, args.models)
+    run = _estimate(args, [*args.models, *_code_specs(args)])
     renderers: dict[str, Callable] = {
         "table": render_tables,
         "markdown": lambda r: render_markdown(r, with_summary=False),
@@ -185,6 +196,25 @@ def _estimate(args: argparse.Namespace, references: list[str]):
         checkpoint=args.checkpoint,
         debug=args.debug,
     )
+
+
+def _code_specs(args: argparse.Namespace) -> list:
+    """Specs for --hub-repo/--entrypoint and --factory; at least one model must be named somehow."""
+    from .sources.torchhub import factory_spec, hub_entrypoint_spec, parse_kwarg
+    from .spec import DeferredSpec
+
+    if bool(args.hub_repo) != bool(args.entrypoint):
+        raise UsageError("--hub-repo and --entrypoint go together: --hub-repo DIR --entrypoint NAME")
+    if args.kwarg and not (args.entrypoint or args.factory):
+        raise UsageError("--kwarg needs --entrypoint or --factory")
+    if not (args.models or args.entrypoint or args.factory):
+        raise UsageError("name a model: MODEL, --hub-repo DIR --entrypoint NAME, or --factory MODULE:CALLABLE")
+    kwargs = dict(parse_kwarg(text) for text in args.kwarg)
+    specs = [
+        DeferredSpec(f"hub:{args.hub_repo}:{e}", lambda e=e: hub_entrypoint_spec(args.hub_repo, e, kwargs))
+        for e in args.entrypoint
+    ]
+    return specs + [DeferredSpec(f"factory:{f}", lambda f=f: factory_spec(f, kwargs)) for f in args.factory]
 
 
 def _inference_request(args: argparse.Namespace):

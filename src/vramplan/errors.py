@@ -134,6 +134,15 @@ class NoLibraryMetadataError(HubError):
         )
 
 
+class UnsupportedLibraryError(HubError):
+    def __init__(self, repo_id: str, library: str) -> None:
+        super().__init__(
+            repo_id,
+            f"Model `{repo_id}` is a `{library}` model on the Hub; vramplan builds transformers and timm models: "
+            "pass --library transformers or --library timm if one of them can build it",
+        )
+
+
 class HubUnavailableError(HubError):
     """The Hub answered with a server error."""
 

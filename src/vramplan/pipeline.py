@@ -14,11 +14,11 @@ from .measure.weights import DTYPES, measure_weights
 from .measure.cases import InferenceRequest, cases_for
 from .results import InferenceFailure, ModelResult, RunResult
 from .sources import expand_references, resolve_model
-from .spec import ModelSpec, SourceOptions
+from .spec import DeferredSpec, ModelSpec, SourceOptions
 
 
 def estimate(
-    models: str | Iterable[str],
+    models: str | ModelSpec | Iterable[str | ModelSpec | DeferredSpec],
     *,
     dtypes: Iterable[str] = DTYPES,
     library: str | None = None,
@@ -33,7 +33,8 @@ def estimate(
 
     Args:
         models: catalogue ids, aliases, family names (`dinov3`), paths to config.json files or
-            directories, Hub ids.
+            directories, Hub ids, timm names, or ModelSpecs already made (torch.hub entrypoints,
+            factories: see vramplan.sources.torchhub).
         dtypes: any of float32, float16, int8, int4, in the order the rows should appear.
         library: "transformers" or "timm" where the source does not say.
         trust_remote_code: allow a config's own modelling code to run; never implied.
@@ -47,7 +48,7 @@ def estimate(
         A RunResult with one ModelResult per model; a model that fails has status "error"
         and never stops the others.
     """
-    references = [models] if isinstance(models, str) else list(models)
+    references = [models] if isinstance(models, (str, ModelSpec, DeferredSpec)) else list(models)
     dtypes = _check_dtypes(dtypes)
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     results = [
@@ -119,16 +120,19 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
     return explain_checkpoint(found, model, weights, spec.config) if found else None
 
 
-def _estimate_one(reference: str, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
+def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
                   inference: InferenceRequest | None, debug: bool) -> ModelResult:
-    spec: ModelSpec | None = None
+    spec = reference if isinstance(reference, ModelSpec) else None
     try:
-        spec = resolve_model(reference, options)
+        if isinstance(reference, DeferredSpec):
+            spec = reference.make()
+        spec = spec or resolve_model(reference, options)
         return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)
-        return failed_result(reference, spec, exc)
+        name = reference if isinstance(reference, str) else getattr(reference, "reference", None) or reference.name
+        return failed_result(name, spec, exc)
 
 
 def failed_result(reference: str, spec: ModelSpec | None, exc: BaseException) -> ModelResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,3 +46,11 @@ class SourceOptions:
     trust_remote_code: bool = False  # never implied
     revision: str | None = None
     timeout: float = 10.0  # seconds for any one Hub look-up
+
+
+@dataclass(frozen=True)
+class DeferredSpec:
+    """A spec made when the pipeline reaches it, so that making it can fail for this model alone."""
+
+    name: str
+    make: Callable[[], ModelSpec]

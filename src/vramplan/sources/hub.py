@@ -26,6 +26,7 @@ from ..errors import (
     OfflineNotCachedError,
     RepoNotFoundError,
     RevisionNotFoundError,
+    UnsupportedLibraryError,
 )
 from ..spec import ModelSpec, SourceOptions
 from .local import read_config_file
@@ -77,12 +78,16 @@ def hub_spec(repo_id: str, query: SourceOptions) -> ModelSpec:
     if not library:
         raise NoLibraryMetadataError(repo_id)
     files = tuple((s.rfilename, s.size) for s in (getattr(info, "siblings", None) or []))
-    if library != "transformers":
-        return ModelSpec(reference=repo_id, model_id=repo_id, library=library, source="hub",
-                         config={"hub_id": repo_id}, revision=query.revision, repo_files=files)
+    if library not in ("transformers", "timm"):
+        raise UnsupportedLibraryError(repo_id, library)
     path = call_hub(repo_id, query.timeout, lambda: _download_config(repo_id, query), query.revision)
-    spec = _spec(repo_id, read_config_file(Path(path), repo_id), "hub", query)
-    return replace(spec, repo_files=files)
+    config = read_config_file(Path(path), repo_id)
+    if library == "timm":
+        from .timm_models import timm_spec_from_config
+
+        spec = timm_spec_from_config(repo_id, config)
+        return replace(spec, source="hub", revision=query.revision, repo_files=files)
+    return replace(_spec(repo_id, config, "hub", query), repo_files=files)
 
 
 def cached_config_path(repo_id: str, revision: str | None) -> Path | None:
