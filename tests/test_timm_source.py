@@ -159,3 +159,41 @@ def test_timm_is_imported_only_when_asked_for():
         "assert 'timm' not in sys.modules and 'torch' not in sys.modules, 'imported too early'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.timm
+def test_cli_accelerate_command_works_for_timm(timm, run_cli):
+    """The guide's `accelerate estimate-memory timm/resnet50.a1_in1k --library_name timm`, as vramplan."""
+    result = run_cli("estimate", "timm/resnet50.a1_in1k", "--library_name", "timm")
+    assert result.code == 0, result.err
+    rows = [line for line in result.out.splitlines() if line.startswith("│float32") or line.startswith("│float16")]
+    assert "9.0 MB" in rows[0] and "97.7 MB" in rows[0] and "390.78 MB" in rows[0]
+    assert "4.5 MB" in rows[1] and "48.85 MB" in rows[1] and "195.39 MB" in rows[1]
+
+
+@pytest.mark.timm
+def test_timm_repo_of_another_org_from_the_loopback_hub(timm, run_cli, monkeypatch, tmp_path):
+    import json
+
+    from vramplan.testing import LoopbackHub, use_loopback_hub
+
+    config = {"architecture": "resnet18", "num_classes": 10, "pretrained_cfg": {"num_classes": 10}}
+    with LoopbackHub() as hub:
+        use_loopback_hub(monkeypatch, hub, tmp_path / "hf")
+        hub.add_repo("acme/resnet18-ten", {"config.json": json.dumps(config).encode()}, library_name="timm")
+        result = run_cli("estimate", "acme/resnet18-ten", "--format", "json")
+    assert result.code == 0, result.err
+    entry = result.json()["models"][0]
+    assert entry["library"] == "timm" and entry["source"] == "hub"
+    with init_empty_weights():
+        expected = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    assert entry["weights"]["float32"]["total_bytes"] == calculate_maximum_sizes(expected)[0]
+
+
+@pytest.mark.timm
+def test_timm_inference_is_simulated(timm, run_cli):
+    result = run_cli("estimate", "vit_tiny_patch16_224", "--mode", "inference", "--image-size", "224",
+                     "--batch-size", "1,4", "--format", "json")
+    assert result.code == 0, result.err
+    small, large = result.json()["models"][0]["inference"]
+    assert large["activation_bytes"] > small["activation_bytes"] > 0
