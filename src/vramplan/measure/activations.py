@@ -1,0 +1,794 @@
+"""Inference memory at the user's input size: the model's own forward, run on tensors without data.
+
+The meta-device model is copied with its parameters recast to the case's dtype, then its own
+`forward` runs under `torch.inference_mode()` while a dispatch mode records every storage the
+forward creates and the moment Python lets go of it. Nothing is allocated: the 7B at 2048 px
+simulates in well under 1.5 GB of RSS. On the CUDA target the stream of allocations and frees
+is replayed through a model of PyTorch's caching allocator (`overheads.py`), so the peak is
+counted in allocator blocks, as `torch.cuda.max_memory_allocated` counts it.
+
+The peak is broken down with the categories of torch's MemTracker
+(`torch/distributed/_tools/mem_tracker.py`):
+
+- Parameter, Buffer: the module's weights, in the case dtype (buffers keep the dtype they were
+  built with: transformers creates RoPE frequencies and the like in float32 on purpose).
+- Activation: every tensor the forward creates, the input included (it lives through the
+  forward) and the output (it outlives it).
+- Temp: memory a kernel allocates for itself, which no tensor of the forward holds:
+  attention workspaces (softmax statistics, FlashAttention's split-KV accumulators, the CPU
+  flash kernel's per-thread buffers), LayerNorm's mean and rstd, and the cuBLAS/cuBLASLt
+  workspaces (allocated through the caching allocator on the first GEMM and kept, so
+  `max_memory_allocated` includes them).
+
+Design notes:
+
+- Meta tensors, not FakeTensorMode. Both run the same meta kernels; FakeTensorMode adds about half
+  a millisecond of bookkeeping per operator, and on a CPU-only PyTorch it cannot index fake CUDA
+  tensors (`THPVariable_getitem` takes a CUDA device guard such a build lacks), so the target
+  device could not be simulated as a device anyway. The tensors' device is "meta" whatever the
+  target; what depends on the target (attention kernel, allocator, cuBLAS workspaces) is
+  decided here. Operators a meta tensor cannot run (`.item()`, `nonzero`) raise, as they would
+  on fake tensors, and the model gets a `SimulationError` with the reason.
+- Not MemTracker itself: it keeps category totals, not the ordered stream of allocations a
+  caching-allocator replay needs, and it does not see inside kernels. Its categories and its
+  weak-reference bookkeeping are reused.
+- Under inference mode, composite operators (`linear`, `layer_norm`, SDPA) reach the dispatch
+  mode whole; what they allocate inside is added here per operator (below).
+- The output metadata of operators that return fresh tensors is remembered by (operator,
+  input metadata): a ViT calls the same operators on the same shapes in every layer, and
+  rebuilding an output is a thousand times cheaper than running a meta kernel again.
+
+Attention. PyTorch picks the SDPA kernel at run time; the simulation picks as PyTorch does on
+the target (`aten/src/ATen/native/transformers/cuda/sdp_utils.cpp`, pytorch/pytorch@21c3369eded4:
+flash > efficient > math on an H100; `sdp_utils_cpp.cpp` on CPU) and adds the kernel's own
+allocations:
+
+- CUDA flash (fp16/bf16, head dim <= 256, no mask): a float32 logsumexp (batch, heads, q_len)
+  and, when `num_splits_heuristic` (`cuda/flash_attn/flash_api.cpp`, @ef3d5c9ebba1) picks more than one
+  split, float32 accumulators (splits, batch, heads, q_len, head_dim rounded up to 32) and
+  (splits, batch, heads, q_len).
+- CUDA memory-efficient (float32, or with a mask): no logsumexp without grad; a float32 output
+  accumulator for half types; the mask padded to a multiple of 16.
+- CPU flash (`aten/src/ATen/native/cpu/FlashAttentionKernel.cpp`): a float32 logsumexp
+  (batch, q_len, heads) and per-thread buffers sized by the q/kv split heuristics and
+  `torch.get_num_threads()` of the simulating process (checked against the CPU allocator).
+- `--attn flash` (transformers' flash_attention_2) runs FlashAttention-2's `mha_fwd`, the code
+  SDPA's flash kernel is built from: it is simulated as SDPA on that kernel, CUDA and fp16/bf16 only.
+- Math fallback: scaled copies of q and k (k and v repeated first for grouped-query attention)
+  and two (batch, heads, q_len, kv_len) matrices.
+
+Other kernels' own memory: LayerNorm's mean and rstd; the copy `matmul` makes of an operand it
+cannot reshape as a view (eager attention's transposed `value`); on CUDA, the cuBLAS workspace on
+the first GEMM and the cuBLASLt one on the first GEMM with a bias.
+
+Known limitations:
+    - Kernel workspaces other than those above are not modelled: cuDNN convolution workspaces
+      (their size depends on the algorithm cuDNN picks on the device); on CPU, oneDNN's scratch
+      buffers for bfloat16/float16 GEMMs (tens to hundreds of KB, freed at once) and the flash
+      kernel's K/V packing on AMX CPUs.
+    - The simulated device has unlimited memory: near its capacity the real allocator frees
+      cached segments and retries, so its reserved memory stays lower than simulated.
+    - Modelling code that branches on `tensor.device.type == "cuda"` takes its other branch.
+    - Factory calls with an explicit `device="cpu"` inside a forward make real (small) tensors.
+    - Tensors a model caches across calls (DINOv3's `lru_cache` of patch coordinates) are
+      counted in every simulation, as in the first forward of a fresh process.
+    - Tensors only Python's cycle collector frees are freed when it runs, as in a real process;
+      when that happens may differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SimulationError, UsageError
+from . import overheads
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+DTYPES = ("float32", "float16", "bfloat16")
+ATTENTIONS = ("sdpa", "eager", "flash")
+DEVICES = ("cuda", "cpu")
+
+PARAMETER, BUFFER, ACTIVATION, TEMP = "Parameter", "Buffer", "Activation", "Temp"
+_CATEGORIES = (PARAMETER, BUFFER, ACTIVATION, TEMP)
+
+# NVIDIA H100 SXM5 has 132 streaming multiprocessors; FlashAttention's split heuristic uses 2x that.
+H100_SM_COUNT = 132
+
+
+@dataclass(frozen=True)
+class InferenceCase:
+    """One input configuration to simulate: size, batch, dtype, attention and target device."""
+
+    batch_size: int
+    dtype: str  # "float32" | "float16" | "bfloat16"
+    attn: str  # "sdpa" | "eager" | "flash"
+    device: str = "cuda"  # the simulated target: "cuda" (an H100) | "cpu"
+    image_size: tuple[int, int] | None = None  # (height, width), vision models
+    seq_len: int | None = None  # text models
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise UsageError(f"dtype `{self.dtype}` is not one of {', '.join(DTYPES)}")
+        if self.attn not in ATTENTIONS:
+            raise UsageError(f"attention `{self.attn}` is not one of {', '.join(ATTENTIONS)}")
+        if self.device not in DEVICES:
+            raise UsageError(f"device `{self.device}` is not one of {', '.join(DEVICES)}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
+        if (self.image_size is None) == (self.seq_len is None):
+            raise UsageError("give an image size (vision models) or a sequence length (text models), not both")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise UsageError(f"image size must be a positive (height, width), got {self.image_size}")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise UsageError(f"sequence length must be at least 1, got {self.seq_len}")
+
+
+@dataclass(frozen=True)
+class InferenceMeasurement:
+    """Peak memory of one simulated forward; the four parts add up to `peak_allocated_bytes`."""
+
+    case: InferenceCase
+    parameter_bytes: int
+    buffer_bytes: int
+    activation_bytes: int
+    temp_bytes: int
+    peak_allocated_bytes: int  # what torch.cuda.max_memory_allocated would show
+    peak_device_bytes: int  # what the process holds on the card; == peak_allocated_bytes on cpu
+    overheads: tuple[tuple[str, int], ...]  # named parts of peak_device_bytes - peak_allocated_bytes
+    attention_kernel: str = ""  # "flash", "efficient", "math", "cpu-flash", "eager"; "" without attention
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the entry of a model's JSON `"inference"` list."""
+        case = self.case
+        size: dict[str, Any] = (
+            {"image_size": list(case.image_size)} if case.image_size is not None else {"seq_len": case.seq_len}
+        )
+        return {
+            **size,
+            "batch_size": case.batch_size,
+            "dtype": case.dtype,
+            "attn": case.attn,
+            "device": case.device,
+            "parameter_bytes": self.parameter_bytes,
+            "buffer_bytes": self.buffer_bytes,
+            "activation_bytes": self.activation_bytes,
+            "temp_bytes": self.temp_bytes,
+            "peak_allocated_bytes": self.peak_allocated_bytes,
+            "peak_device_bytes": self.peak_device_bytes,
+        }
+
+
+def measure_inference(model: "nn.Module", case: InferenceCase, *, reference: str) -> InferenceMeasurement:
+    """Simulate one forward of `model` for `case`; the model itself is never modified.
+
+    Args:
+        model: the meta-device float32 model `vramplan.build.build_model` returns.
+        case: input size, batch, dtype, attention implementation and target device.
+        reference: the model's name, for error messages.
+
+    Raises:
+        SimulationError: the forward cannot run without data, or not in this configuration.
+    """
+    results = _RESULTS.setdefault(model, {})
+    if case not in results:
+        try:
+            results[case] = _simulate(_sim_model(model, case, reference), case, reference)
+        except SimulationError as exc:
+            results[case] = exc
+    result = results[case]
+    if isinstance(result, SimulationError):
+        raise result
+    return result
+
+
+def measure_inference_sweep(
+    model: "nn.Module", cases: list[InferenceCase], *, reference: str
+) -> list[InferenceMeasurement | SimulationError]:
+    """Simulate each case; a case that cannot be simulated gives its error in place of a result.
+
+    The recast model is built once per (dtype, attention) and shared by sizes, batches and
+    target devices; operator outputs are remembered across cases.
+    """
+    results: list[InferenceMeasurement | SimulationError] = []
+    for case in cases:
+        try:
+            results.append(measure_inference(model, case, reference=reference))
+        except SimulationError as exc:
+            results.append(exc)
+    return results
+
+
+def clear_caches() -> None:
+    """Forget recast models, results and remembered operator outputs (tests, long-lived processes)."""
+    _SIM_MODELS.clear()
+    _RESULTS.clear()
+    _OP_CACHE.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The model to simulate: a copy of the meta model, recast, with its attention implementation set.
+
+@dataclass
+class _SimModel:
+    module: "nn.Module"
+    input_name: str
+    by_keyword: bool  # transformers models take `pixel_values=`/`input_ids=`; plain modules a positional input
+    num_channels: int
+    cache_clears: tuple  # cache_clear of the functools caches in the model's modelling modules
+
+
+# Keyed by the (cached, shared) meta model, so entries go when the model does.
+_SIM_MODELS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], _SimModel | SimulationError]]" = (
+    weakref.WeakKeyDictionary()
+)
+_RESULTS: "weakref.WeakKeyDictionary[nn.Module, dict[InferenceCase, InferenceMeasurement | SimulationError]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sim_model(model: "nn.Module", case: InferenceCase, reference: str) -> _SimModel:
+    if case.attn == "flash" and case.device != "cuda":
+        raise SimulationError(reference, "flash attention (flash_attention_2) runs on CUDA only; use --device cuda")
+    if case.attn == "flash" and case.dtype == "float32":
+        raise SimulationError(reference, "flash attention (flash_attention_2) supports float16 and bfloat16 only")
+    implementation = "eager" if case.attn == "eager" else "sdpa"
+    built = _SIM_MODELS.setdefault(model, {})
+    key = (case.dtype, implementation)
+    if key not in built:
+        try:
+            built[key] = _build_sim_model(model, case.dtype, implementation, reference)
+        except SimulationError as exc:
+            built[key] = exc
+        except Exception as exc:  # a module that cannot be copied or recast
+            reason = f"could not prepare the model: {type(exc).__name__}: {_one_line(exc)}"
+            built[key] = SimulationError(reference, reason)
+    sim = built[key]
+    if isinstance(sim, SimulationError):
+        raise sim
+    return sim
+
+
+def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, reference: str) -> _SimModel:
+    import torch
+    import torch.nn as nn
+
+    sim = copy.deepcopy(model)  # meta tensors: copies no data
+    sim.eval()
+    _set_attention(sim, implementation, reference)
+    dtype = getattr(torch, dtype_name)
+    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for module_name, module in sim.named_modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                qualified = f"{module_name}.{name}" if module_name else name
+                cast = param.is_floating_point() and not _keeps_fp32(qualified, keep_fp32)
+                fresh = torch.empty(param.shape, dtype=dtype if cast else param.dtype, device="meta")
+                module._parameters[name] = nn.Parameter(fresh, requires_grad=False)
+        for name, buf in module._buffers.items():
+            if buf is not None:
+                module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
+    config = getattr(model, "config", None)
+    input_name = getattr(model, "main_input_name", None)
+    channels = int(getattr(config, "num_channels", None) or getattr(model, "in_chans", None) or 3)
+    return _SimModel(sim, input_name or "pixel_values", input_name is not None, channels, _model_caches(sim))
+
+
+def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:
+    """Say whether transformers keeps this parameter in float32 (`_keep_in_fp32_modules`)."""
+    parts = qualified.split(".")
+    return any(pattern in parts or pattern in qualified for pattern in patterns)
+
+
+def _set_attention(module: "nn.Module", implementation: str, reference: str) -> None:
+    """Select the attention implementation, as from_pretrained(attn_implementation=...) does.
+
+    A model without SDPA support (ConvNeXt has no attention at all) keeps what transformers gives
+    it by default, as from_pretrained does when no implementation is asked for.
+    """
+    setter = getattr(module, "set_attn_implementation", None)
+    if setter is None:
+        return  # a plain module runs the one implementation its code calls
+    if implementation == "sdpa" and not getattr(module, "_supports_sdpa", True):
+        return
+    try:
+        setter(implementation)
+    except (ValueError, ImportError) as exc:  # transformers refuses an implementation the model lacks
+        raise SimulationError(reference, f"{implementation} attention is not available: {_one_line(exc)}") from exc
+
+
+def _model_caches(module: "nn.Module") -> tuple:
+    """Find the functools caches in the modules that define the model's classes.
+
+    Modelling code caches tensors across calls (DINOv3's patch coordinates). They are cleared
+    before a simulation, so a tensor a real run cached is not mixed with meta ones, and after
+    it, so no meta tensor leaks into a real run in the same process.
+    """
+    names = {type(m).__module__ for m in module.modules()}
+    clears = []
+    for name in sorted(n for n in names if not n.startswith("torch.")):
+        for obj in vars(sys.modules.get(name, object())).values():
+            candidates = [obj] + [_cell_contents(c) for c in getattr(obj, "__closure__", None) or ()]
+            clears.extend(c.cache_clear for c in candidates if callable(getattr(c, "cache_clear", None)))
+    return tuple(clears)
+
+
+def _cell_contents(cell) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulation.
+
+def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceMeasurement:
+    import torch
+
+    tracker = _Tracker(case)
+    tracker.add_weights(sim.module)
+    for clear in sim.cache_clears:
+        clear()
+    try:
+        # torch.device("meta"): factory calls that name no device make meta tensors too.
+        with torch.device("meta"), tracker, torch.inference_mode():
+            inputs = _make_inputs(sim, case, reference)
+            output = sim.module(**inputs) if sim.by_keyword else sim.module(*inputs.values())
+            del output, inputs
+    except SimulationError:
+        raise
+    except Exception as exc:  # whatever the model or a meta kernel raises means "cannot simulate"
+        raise SimulationError(reference, f"{type(exc).__name__}: {_one_line(exc)}") from exc
+    finally:
+        for clear in sim.cache_clears:
+            clear()
+    return tracker.measurement()
+
+
+def _make_inputs(sim: _SimModel, case: InferenceCase, reference: str) -> dict[str, "torch.Tensor"]:
+    """Make the input the model's `main_input_name` asks for: pixel values or token ids."""
+    import torch
+
+    takes_images = sim.input_name in ("pixel_values", "pixel_values_videos", "images", "image")
+    if case.image_size is not None:
+        if not takes_images:
+            raise SimulationError(reference, f"the model takes `{sim.input_name}`, not images: give a sequence length")
+        shape = (case.batch_size, sim.num_channels, *case.image_size)
+        return {sim.input_name: torch.empty(shape, dtype=getattr(torch, case.dtype), device="meta")}
+    if takes_images:
+        raise SimulationError(reference, "the model takes images: give an image size, not a sequence length")
+    ids = torch.zeros((case.batch_size, case.seq_len), dtype=torch.int64, device="meta")
+    return {sim.input_name: ids}
+
+
+class _Tracker:
+    """Record the storages a forward allocates and frees; keep the peak and its breakdown.
+
+    Entered, it pushes a TorchDispatchMode that sees each operator the model calls, with its
+    outputs, and nothing of what happens inside it.
+    """
+
+    def __init__(self, case: InferenceCase) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.case = case
+        self.allocator = overheads.CachingAllocatorModel() if case.device == "cuda" else None
+        self.current = dict.fromkeys(_CATEGORIES, 0)
+        self.total = 0
+        self.peak = dict(self.current)
+        self.peak_total = 0
+        self.attention_kernels: set[str] = set()
+        self._live: dict[int, tuple[weakref.ref, str, Any]] = {}
+        self._workspaces: set[str] = set()
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                return tracker.dispatch(func, args, kwargs or {})
+
+        self._mode = _Mode()
+
+    def __enter__(self) -> "_Tracker":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mode.__exit__(*exc)
+
+    def add_weights(self, module: "nn.Module") -> None:
+        """Allocate parameters and buffers in the order `module.to(device)` moves them."""
+        for child in module.children():
+            self.add_weights(child)
+        for param in module._parameters.values():
+            if param is not None:
+                self._track(param, PARAMETER)
+        for buf in module._buffers.values():
+            if buf is not None:
+                self._track(buf, BUFFER)
+
+    def dispatch(self, func, args: tuple, kwargs: dict) -> Any:
+        """Run one operator; allocate its new outputs and what its kernel takes for itself."""
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        out = _run_meta(func, args, kwargs)
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self._track(leaf, ACTIVATION)
+        self._kernel_memory(func, args, kwargs)
+        return out
+
+    def measurement(self) -> InferenceMeasurement:
+        """Return the peak, its breakdown and, for CUDA, what the card holds besides."""
+        case = self.case
+        peak_allocated = self.peak_total
+        extra: tuple[tuple[str, int], ...] = ()
+        if self.allocator is not None:
+            extra = (
+                ("CUDA context", overheads.CUDA_CONTEXT_BYTES),
+                ("allocator cache (reserved - allocated)", self.allocator.peak_reserved - peak_allocated),
+            )
+        kernels = ", ".join(sorted(self.attention_kernels))
+        return InferenceMeasurement(
+            case=case,
+            parameter_bytes=self.peak[PARAMETER],
+            buffer_bytes=self.peak[BUFFER],
+            activation_bytes=self.peak[ACTIVATION],
+            temp_bytes=self.peak[TEMP],
+            peak_allocated_bytes=peak_allocated,
+            peak_device_bytes=peak_allocated + sum(size for _, size in extra),
+            overheads=extra,
+            attention_kernel=kernels or ("eager" if case.attn == "eager" else ""),
+        )
+
+    # -- storages -------------------------------------------------------------------------------
+    def _track(self, tensor: "torch.Tensor", category: str) -> None:
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._live:
+            return  # a view of, or the same tensor as, something already counted
+        handle = self._alloc(storage.nbytes(), category)
+        # The storage object lives exactly as long as the storage (PyObject preservation).
+        ref = weakref.ref(storage, lambda _ref, key=key: self._release(key))
+        self._live[key] = (ref, category, handle)
+
+    def _release(self, key: int) -> None:
+        entry = self._live.pop(key, None)
+        if entry is not None:
+            self._free(entry[1], entry[2])
+
+    def _alloc(self, nbytes: int, category: str) -> Any:
+        if self.allocator is None:
+            size = handle = nbytes
+        else:
+            handle = self.allocator.malloc(nbytes)
+            size = handle.size if handle is not None else 0
+        self.current[category] += size
+        self.total += size
+        if self.total > self.peak_total:
+            self.peak_total = self.total
+            self.peak = dict(self.current)
+        return handle
+
+    def _free(self, category: str, handle: Any) -> None:
+        if handle is None:
+            return
+        if self.allocator is None:
+            size = handle
+        else:
+            size = handle.size  # read before free(): merging grows the block
+            self.allocator.free(handle)
+        self.current[category] -= size
+        self.total -= size
+
+    # -- kernels' own memory --------------------------------------------------------------------
+    def _kernel_memory(self, func, args: tuple, kwargs: dict) -> None:
+        import torch
+
+        aten = torch.ops.aten
+        packet = func._overloadpacket
+        cuda = self.case.device == "cuda"
+        if packet is aten.scaled_dot_product_attention:
+            kernel, temps = _sdpa_kernel_memory(self.case, *_sdpa_args(args, kwargs))
+            self.attention_kernels.add(kernel)
+            self._transient(temps)
+        elif packet is aten.layer_norm:
+            self._transient(_layer_norm_temps(args, cuda))
+        if packet is aten.matmul:
+            self._transient(_matmul_temps(*args[:2]))
+        if cuda and packet in _gemm_ops():
+            # cuBLAS takes its workspace on the first GEMM; a GEMM with a bias epilogue
+            # (addmm, linear with a bias) goes through cuBLASLt, which takes its own.
+            self._persistent("cublas", overheads.CUBLAS_WORKSPACE_BYTES)
+            if packet is aten.addmm or (packet is aten.linear and len(args) > 2 and args[2] is not None):
+                self._persistent("cublaslt", overheads.CUBLASLT_WORKSPACE_BYTES)
+
+    def _transient(self, sizes: list[int]) -> None:
+        handles = [self._alloc(size, TEMP) for size in sizes]
+        for handle in reversed(handles):
+            self._free(TEMP, handle)
+
+    def _persistent(self, key: str, nbytes: int) -> None:
+        if key not in self._workspaces:
+            self._workspaces.add(key)
+            self._alloc(nbytes, TEMP)
+
+
+def _gemm_ops() -> tuple:
+    """Operators that run a cuBLAS GEMM on CUDA: composites as inference mode shows them, and parts."""
+    import torch
+
+    aten = torch.ops.aten
+    return (
+        aten.linear, aten.matmul, aten.einsum, aten.bilinear, aten.mm, aten.addmm, aten.bmm,
+        aten.baddbmm, aten.addbmm, aten.mv, aten.addmv, aten._addmm_activation,
+    )
+
+
+def _matmul_temps(a, b) -> list[int]:
+    """Copies matmul makes of operands it cannot reshape as views (aten/src/ATen/native/LinearAlgebra.cpp).
+
+    Batched products expand both operands to the broadcast batch shape and reshape them to 3-D;
+    an operand whose strides do not allow a view (a transposed `value` in eager attention) is
+    copied for the bmm and freed after it. A >=3-D by 2-D product folds the first operand to 2-D.
+    """
+    import torch
+
+    if a.dim() < 3 and b.dim() < 3:
+        return []
+    if b.dim() <= 2:  # fold: (..., n, k) @ (k, p) as one mm
+        return [] if _can_view(a, (-1, a.shape[-1])) else [a.numel() * a.element_size()]
+    a2 = a if a.dim() >= 2 else a.unsqueeze(0)
+    batch = torch.broadcast_shapes(a2.shape[:-2], b.shape[:-2])
+    count = math.prod(batch)
+    temps = []
+    for t, tail in ((a2, a2.shape[-2:]), (b, b.shape[-2:])):
+        expanded = t.expand(*batch, *tail)
+        if not _can_view(expanded, (count, *tail)):
+            temps.append(count * math.prod(tail) * t.element_size())
+    return temps
+
+
+def _can_view(tensor, shape) -> bool:
+    try:
+        tensor.view(shape)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _layer_norm_temps(args: tuple, cuda: bool) -> list[int]:
+    """The mean and rstd native_layer_norm returns and layer_norm drops (float32 on CUDA)."""
+    import torch
+
+    x, normalized_shape = args[0], args[1]
+    rows = x.numel() // max(1, math.prod(normalized_shape))
+    size = 4 if cuda and x.dtype != torch.float64 else x.element_size()
+    return [rows * size, rows * size]
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators on meta tensors, with the output metadata of fresh outputs remembered.
+# Operators whose outputs may alias their inputs (views, in-place, out=) always run.
+
+_OP_CACHE: dict[tuple, Any] = {}
+_UNCACHEABLE = object()
+_PLAIN_TYPES = (bool, int, float, str)
+
+
+def _torch_plain_types() -> tuple:
+    import torch
+
+    return (torch.dtype, torch.device, torch.memory_format, torch.layout)
+
+
+class _NoKey(Exception):
+    """An argument the operator cache cannot key on."""
+
+
+def _run_meta(func, args: tuple, kwargs: dict) -> Any:
+    import torch
+
+    try:
+        key = (func, torch.get_default_dtype(), _meta_key(args), _meta_key(kwargs))
+    except _NoKey:
+        return func(*args, **kwargs)
+    hit = _OP_CACHE.get(key)
+    if hit is _UNCACHEABLE:
+        return func(*args, **kwargs)
+    if hit is None:
+        out = func(*args, **kwargs)
+        _OP_CACHE[key] = _describe_outputs(func, args, kwargs, out)
+        return out
+    kind, specs = hit
+    tensors = [_rebuild(spec) for spec in specs]
+    return tensors[0] if kind is None else kind(tensors)
+
+
+def _meta_key(obj: Any) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        if obj.device.type != "meta":
+            raise _NoKey
+        return (obj.shape, obj.stride(), obj.storage_offset(), obj.dtype)
+    if isinstance(obj, (list, tuple)):
+        return (type(obj), tuple(_meta_key(o) for o in obj))
+    if isinstance(obj, dict):
+        return tuple((k, _meta_key(v)) for k, v in obj.items())
+    if obj is None or isinstance(obj, _PLAIN_TYPES) or isinstance(obj, _torch_plain_types()):
+        return (type(obj), obj)  # the type too: 1, 1.0 and True promote differently
+    raise _NoKey
+
+
+def _describe_outputs(func, args: tuple, kwargs: dict, out: Any) -> Any:
+    """Describe an operator's fresh tensor outputs so they can be rebuilt; _UNCACHEABLE otherwise."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    schema = func._schema
+    if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
+        return _UNCACHEABLE
+    if isinstance(out, torch.Tensor):
+        kind, tensors = None, [out]
+    elif isinstance(out, (tuple, list)) and out and all(isinstance(t, torch.Tensor) for t in out):
+        kind, tensors = type(out), list(out)
+    else:
+        return _UNCACHEABLE
+    inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+    storages = [id(t.untyped_storage()) for t in tensors]
+    if len(set(storages)) != len(storages) or inputs.intersection(storages):
+        return _UNCACHEABLE
+    specs = [(tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.untyped_storage().nbytes()) for t in tensors]
+    return kind, specs
+
+
+def _rebuild(spec: tuple) -> "torch.Tensor":
+    import torch
+
+    shape, stride, offset, dtype, nbytes = spec
+    tensor = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    if offset == 0 and tensor.untyped_storage().nbytes() == nbytes:
+        return tensor
+    storage = torch.UntypedStorage(nbytes, device="meta")
+    return torch.empty(0, dtype=dtype, device="meta").set_(storage, offset, shape, stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention kernels: which one PyTorch runs, and what it allocates besides its output.
+
+def _sdpa_args(args: tuple, kwargs: dict) -> tuple:
+    names = ("query", "key", "value", "attn_mask")
+    values = list(args[:4]) + [kwargs.get(name) for name in names[len(args[:4]):]]
+    return tuple(values)
+
+
+def _sdpa_kernel_memory(case: InferenceCase, q, k, v, mask) -> tuple[str, list[int]]:
+    """Return the SDPA kernel the target runs and the sizes of its own allocations."""
+    kernel = _sdpa_backend(case, q, k, v, mask)
+    if kernel == "flash":
+        return kernel, _cuda_flash_temps(q, k)
+    if kernel == "efficient":
+        return kernel, _cuda_efficient_temps(q, v, mask)
+    if kernel == "cpu-flash":
+        return kernel, _cpu_flash_temps(q, k, v)
+    return kernel, _math_temps(q, k, v)
+
+
+def _sdpa_backend(case: InferenceCase, q, k, v, mask) -> str:
+    """Pick the kernel as sdp_utils.cpp does on an H100 (flash > efficient > math), or on CPU."""
+    import torch
+
+    dense = q.dim() == 4 and all(t.stride(-1) == 1 for t in (q, k, v))
+    same_head = q.shape[-1] == k.shape[-1] == v.shape[-1]
+    if case.device == "cpu":
+        # sdp_utils_cpp.cpp: the CPU flash kernel takes 4-D inputs with equal head dims and a
+        # last-dim stride of 1, in float, double, bfloat16 or half; anything else runs math.
+        return "cpu-flash" if dense and same_head else "math"
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    if case.attn == "flash" or (half and mask is None and dense and same_head and q.shape[-1] <= 256):
+        return "flash"
+    # Memory-efficient: head dims divisible by the GEMM alignment (8 for half types, 4 for float32),
+    # and as many key/value heads as query heads (no grouped-query attention).
+    align = 8 if half else 4
+    aligned = q.shape[-1] % align == 0 == v.shape[-1] % align
+    same_heads = q.shape[-3] == k.shape[-3] == v.shape[-3]
+    if dense and same_heads and aligned and q.dtype in (torch.float16, torch.bfloat16, torch.float32):
+        return "efficient"
+    return "math"
+
+
+def _cuda_flash_temps(q, k) -> list[int]:
+    """Logsumexp and split-KV accumulators of FlashAttention-2's mha_fwd (flash_api.cpp)."""
+    batch, heads, q_len, head = q.shape
+    kv_len = k.shape[-2]
+    head_rounded = _round_up(_round_up(head, 8), 32)
+    lse = batch * heads * q_len * 4
+    block_n = 256 if head <= 64 else (128 if head <= 128 else 64)
+    splits = _num_splits(batch * heads * _ceil_div(q_len, 64), H100_SM_COUNT * 2, _ceil_div(kv_len, block_n), 128)
+    if splits <= 1:
+        return [lse]
+    return [lse, splits * batch * heads * q_len * 4, splits * batch * heads * q_len * head_rounded * 4]
+
+
+def _num_splits(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int) -> int:
+    """FlashAttention's num_splits_heuristic, step for step."""
+    if batch_nheads_mblocks >= 0.8 * num_sms:
+        return 1
+    max_splits = min(max_splits, num_sms, num_n_blocks)
+
+    def eligible(s: int) -> bool:
+        return s == 1 or _ceil_div(num_n_blocks, s) != _ceil_div(num_n_blocks, s - 1)
+
+    efficiency = []
+    for s in range(1, max_splits + 1):
+        waves = batch_nheads_mblocks * s / num_sms
+        efficiency.append(waves / math.ceil(waves) if eligible(s) else 0.0)
+    best = max(efficiency, default=0.0)
+    for s in range(1, max_splits + 1):
+        if eligible(s) and efficiency[s - 1] >= 0.85 * best:
+            return s
+    return 1
+
+
+def _cuda_efficient_temps(q, v, mask) -> list[int]:
+    """Memory-efficient attention (attention.cu): fp32 accumulator for half outputs; padded mask."""
+    import torch
+
+    batch, heads, q_len, _ = q.shape
+    temps = []
+    if q.dtype != torch.float32:
+        temps.append(batch * heads * q_len * v.shape[-1] * 4)
+    if mask is not None and mask.shape[-1] % 16:
+        # preprocess_mask pads the bias's last dim to a multiple of 16 (pad_bias<mem_eff_alignment>).
+        temps.append(math.prod(mask.shape[:-1]) * _round_up(mask.shape[-1], 16) * mask.element_size())
+    return temps
+
+
+def _cpu_flash_temps(q, k, v) -> list[int]:
+    """Logsumexp and per-thread buffers of cpu_flash_attention (FlashAttentionKernel.cpp)."""
+    import torch
+
+    batch, heads, q_len, _ = q.shape
+    kv_len = k.shape[-2]
+    q_split = min(256 if q_len >= 768 else (64 if q_len >= 192 else 32), q_len)
+    kv_split = min(512, kv_len)
+    threads = torch.get_num_threads()
+    accum = 8 if q.dtype == torch.float64 else 4
+    per_thread = q_split * kv_split + 2 * q_split + q_split * v.shape[-1]  # qk, max, sum, dst
+    temps = [batch * q_len * heads * accum, threads * per_thread * accum]
+    if q.dtype in (torch.float16, torch.bfloat16):
+        temps.append(threads * q_split * kv_split * q.element_size())  # qk in the input dtype
+    return temps
+
+
+def _math_temps(q, k, v) -> list[int]:
+    """The math path's repeated k/v (grouped-query), scaled q and k, two attention matrices (approximate)."""
+    batch, heads, q_len, _ = q.shape
+    size = q.element_size()
+    temps = []
+    if k.shape[-3] != heads:  # enable_gqa: k and v repeated to the query's heads
+        temps += [batch * heads * k.shape[-2] * k.shape[-1] * size, batch * heads * v.shape[-2] * v.shape[-1] * size]
+    attn = batch * heads * q_len * k.shape[-2] * size
+    return temps + [q.numel() * size, batch * heads * k.shape[-2] * k.shape[-1] * size, attn, attn]
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _round_up(a: int, b: int) -> int:
+    return _ceil_div(a, b) * b
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:300]
