@@ -7,8 +7,8 @@ from .cells import HEADERS, weights_cells
 
 
 def render_boxed(result: ModelResult) -> str:
-    """The table `accelerate estimate-memory` prints for one model (or its error line)."""
-    if not result.ok or result.weights is None:
+    """The table `accelerate estimate-memory` prints for one model (or, with no weights, its error line)."""
+    if result.weights is None:
         return f"Error: {result.error}"
     from accelerate.commands.estimate import create_ascii_table
 

@@ -42,6 +42,8 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
         out += [f"{inference_title(model)}:", "", *_table(list(INFERENCE_HEADERS), inference_rows(model)), ""]
         note = overhead_note(model)
         out += [note, ""] if note else []
+    if model.error:
+        out += [f"Error: {_escape(model.error)}", ""]
     return out
 
 

@@ -16,9 +16,8 @@ def render_tables(run: RunResult) -> str:
     """`vramplan estimate`'s default output: one boxed table per model."""
     blocks = []
     for model in run.models:
-        heading = f"{model.model}: " if not model.ok else ""
-        blocks.append("\n".join([heading + render_boxed(model), *checkpoint_lines(model.checkpoint),
-                                   *inference_block(model)]))
+        heading = f"{model.model}: " if model.weights is None else ""
+        blocks.append("\n".join([heading + render_boxed(model), *model_details(model)]))
     return "\n\n".join(blocks) + "\n"
 
 
@@ -44,11 +43,16 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
             f"Command: {reproduce_command(model, run)}",
             f"Status: {model.status}",
             render_boxed(model),
-            *checkpoint_lines(model.checkpoint),
-            *inference_block(model),
+            *model_details(model),
             "",
         ]
     return "\n".join(lines)
+
+
+def model_details(model) -> list[str]:
+    """What follows the weights table: the checkpoint, the inference table, and an error that left weights."""
+    error = [f"Error: {model.error}"] if model.error and model.weights is not None else []
+    return [*checkpoint_lines(model.checkpoint), *inference_block(model), *error]
 
 
 def inference_block(model) -> list[str]:
