@@ -276,3 +276,22 @@ def test_remote_code_runs_only_when_trusted(hub, run_cli):
     trusted = run_cli("estimate", "acme/remote", "--trust-remote-code", "--format", "json")
     assert trusted.code == 0, trusted.err
     assert trusted.json()["models"][0]["weights"]["float32"]["total_bytes"] == 3 * (64 * 64 + 64) * 4
+
+
+def test_console_script_offline_in_a_fresh_process(tmp_path):
+    """The installed `vramplan` command, HF_HUB_OFFLINE=1 from the start, an empty cache: catalogue only."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("vramplan")
+    assert exe, "the vramplan console script is not installed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    done = subprocess.run([exe, "estimate", "dinov3-vits16", "acme/not-cached", "--format", "json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    ok, missing = json.loads(done.stdout)["models"]
+    assert ok["status"] == "ok" and ok["weights"]["float32"]["total_bytes"] == 86_386_240
+    assert missing["status"] == "error" and "HF_HUB_OFFLINE=1" in missing["error"]
