@@ -137,15 +137,12 @@ def _run_estimate(args: argparse.Namespace) -> int:
     from .report.text import render_tables
 
     run = _estimate(args, [*args.models, *_code_specs(args)])
-    renderers: dict[str, Callable] = {
+    return _render(run, args, {
         "table": render_tables,
         "markdown": lambda r: render_markdown(r, with_summary=False),
         "json": render_json,
         "csv": render_csv,
-    }
-    _emit(renderers[args.format](run), args.output)
-    _warn_failures(run, args.format)
-    return run.exit_code
+    })
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -159,14 +156,20 @@ def _run_report(args: argparse.Namespace) -> int:
     titles = {family_title(r) for r in references}
     title = titles.pop() if len(titles) == 1 else None
     run = _estimate(args, references)
-    renderers: dict[str, Callable] = {
+    return _render(run, args, {
         "text": lambda r: render_report_text(r, title),
         "markdown": lambda r: render_markdown(r, title),
         "json": render_json,
         "csv": render_csv,
-    }
+    })
+
+
+def _render(run, args: argparse.Namespace, renderers: dict[str, Callable]) -> int:
+    """Write the run in the asked format, name failures on stderr, and return the exit code."""
     _emit(renderers[args.format](run), args.output)
-    _warn_failures(run, args.format)
+    for model in run.models:
+        if not model.ok:  # on stderr too, so a script sees failures whatever the format
+            print(f"vramplan: {model.model}: {model.error}", file=sys.stderr)
     return run.exit_code
 
 
@@ -254,13 +257,6 @@ def _emit(text: str, output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"Cannot write `{output}`: {exc.strerror or exc}") from exc
-
-
-def _warn_failures(run, fmt: str) -> None:
-    """Name failed models on stderr too, so a script sees them whatever the format."""
-    failed = [m for m in run.models if not m.ok]
-    for model in failed:
-        print(f"vramplan: {model.model}: {model.error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

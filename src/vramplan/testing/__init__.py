@@ -5,22 +5,7 @@ See ``vramplan.testing.hub`` for how to point huggingface_hub at the hub, in-pro
 
 from __future__ import annotations
 
-from .hub import (
-    Fault,
-    HubRequest,
-    LoopbackHub,
-    SparseFile,
-    safetensors_bytes,
-    sparse_safetensors,
-    use_loopback_hub,
-)
+from . import hub
+from .hub import *  # noqa: F403  (the names hub.__all__ lists)
 
-__all__ = [
-    "Fault",
-    "HubRequest",
-    "LoopbackHub",
-    "SparseFile",
-    "safetensors_bytes",
-    "sparse_safetensors",
-    "use_loopback_hub",
-]
+__all__ = list(hub.__all__)
