@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
-
 from vramplan.build import build_model
-from vramplan.measure.activations import InferenceCase, _model_caches, measure_inference
+from vramplan.measure.activations import InferenceCase, measure_inference
 from vramplan.spec import ModelSpec
+from vramplan.testing.allocator import cpu_peak_above_baseline, random_weight_model
 
 TOLERANCE = 0.02
 
@@ -40,35 +39,6 @@ TINY_BERT = {
 }
 
 
-def _real_model(config: dict, dtype: str, attn: str):
-    from transformers import AutoConfig, AutoModel
-
-    config = dict(config)
-    cfg = AutoConfig.for_model(config.pop("model_type"), **config)
-    model = AutoModel.from_config(cfg, dtype=getattr(torch, dtype), attn_implementation=attn)
-    return model.eval()
-
-
-def _real_peak_above_baseline(model, inputs: dict) -> int:
-    """Run the forward under the profiler; return the CPU allocator's peak above its starting point."""
-    for clear in _model_caches(model):  # start as a fresh process would: nothing cached
-        clear()
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        output = model(**inputs)
-        del output
-    # The raw kineto events: one "[memory]" event per allocation (+bytes) and free (-bytes).
-    events = sorted(
-        (e.start_ns(), e.nbytes())
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and e.device_type() == torch.profiler.DeviceType.CPU
-    )
-    current = peak = 0
-    for _, nbytes in events:
-        current += nbytes
-        peak = max(peak, current)
-    return peak
-
-
 def _simulated_peak_above_baseline(config: dict, case: InferenceCase, input_bytes: int) -> int:
     meta = build_model(ModelSpec(reference="tiny", model_id="tiny", library="transformers", source="test", config=config))
     m = measure_inference(meta, case, reference="tiny")
@@ -76,7 +46,7 @@ def _simulated_peak_above_baseline(config: dict, case: InferenceCase, input_byte
 
 
 def _check(config: dict, case: InferenceCase, inputs: dict) -> None:
-    real = _real_peak_above_baseline(_real_model(config, case.dtype, case.attn), inputs)
+    real = cpu_peak_above_baseline(random_weight_model(config, case.dtype, case.attn), inputs)
     input_bytes = sum(t.numel() * t.element_size() for t in inputs.values())
     simulated = _simulated_peak_above_baseline(config, case, input_bytes)
     assert abs(simulated - real) <= TOLERANCE * real, f"simulated {simulated} vs allocator {real} bytes"

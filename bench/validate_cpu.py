@@ -1,0 +1,108 @@
+"""Simulated CPU peak against the real CPU allocator, on real-size DINOv3 catalogue models.
+
+The tests check tiny models; this checks the catalogue's own architectures at full size. For each
+case a random-weight model runs for real on the CPU under torch.profiler (the allocator's stream of
+allocations and frees), and `vramplan`'s simulation of the same case (`--device cpu`) is compared on
+the peak above the weights, buffers and input: the part the simulation predicts from the forward.
+Writes docs/accuracy-cpu.md with --write-docs.
+
+    .venv/bin/python bench/validate_cpu.py                # print the table
+    .venv/bin/python bench/validate_cpu.py --write-docs   # and write docs/accuracy-cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "accuracy-cpu.md"
+MODELS = ("dinov3-vits16", "dinov3-vits16plus", "dinov3-vitb16", "dinov3-convnext-tiny", "dinov3-convnext-small")
+SIZES = (224, 448)
+BATCHES = (1, 2)
+DTYPES = ("float32", "bfloat16")
+ATTNS = ("sdpa", "eager")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-docs", action="store_true", help=f"write {DOCS.relative_to(ROOT)}")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from vramplan.build import build_model
+    from vramplan.measure.activations import InferenceCase, measure_inference
+    from vramplan.sources import resolve_model
+    from vramplan.testing.allocator import cpu_peak_above_baseline, random_weight_model
+
+    rows = []
+    start = time.perf_counter()
+    for alias in MODELS:
+        spec = resolve_model(alias)
+        meta = build_model(spec)
+        attns = ATTNS if spec.config["model_type"] == "dinov3_vit" else ("eager",)  # ConvNeXt: no attention
+        for dtype, attn in itertools.product(DTYPES, attns):
+            real_model = random_weight_model(spec.config, dtype, attn)
+            for size, batch in itertools.product(SIZES, BATCHES):
+                case = InferenceCase(batch_size=batch, dtype=dtype, attn=attn, device="cpu", image_size=(size, size))
+                pixels = torch.randn(batch, 3, size, size, dtype=getattr(torch, dtype))
+                real = cpu_peak_above_baseline(real_model, {"pixel_values": pixels})
+                sim = measure_inference(meta, case, reference=alias)
+                predicted = sim.peak_allocated_bytes - sim.parameter_bytes - sim.buffer_bytes - pixels.nbytes
+                rows.append({"model": alias, "size": size, "batch": batch, "dtype": dtype, "attn": attn,
+                             "real": real, "predicted": predicted, "error": (predicted - real) / real})
+                print(f"{alias:22} {size:4} b{batch} {dtype:8} {attn:5} real {real / 2**20:9.2f} MiB "
+                      f"predicted {predicted / 2**20:9.2f} MiB  {100 * rows[-1]['error']:+.2f}%", flush=True)
+            del real_model
+    elapsed = time.perf_counter() - start
+    text = render(rows, elapsed)
+    print(text)
+    if args.write_docs:
+        DOCS.write_text(text, encoding="utf-8")
+        print(f"wrote {DOCS}")
+    worst = max(abs(r["error"]) for r in rows)
+    return 0 if worst <= 0.02 else 1
+
+
+def render(rows: list[dict], elapsed: float) -> str:
+    import torch
+    import transformers
+
+    errors = [abs(r["error"]) for r in rows]
+    lines = [
+        "# Accuracy on CPU: simulated peak against the real CPU allocator",
+        "",
+        "Each row: a random-weight DINOv3 model from the catalogue, full size, runs one forward for real on the CPU "
+        "under torch.profiler (`profile_memory=True`: the allocator's allocations and frees); the peak above the "
+        "weights, buffers and input is compared with `vramplan`'s simulation of the same case (`--device cpu`). "
+        "This is the part of the peak the simulation predicts from the forward itself; weights are exact by "
+        "construction. GPU results, when a GPU is available, are in `docs/accuracy.md` (`bench/validate_gpu.py`).",
+        "",
+        f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}; {len(rows)} cases in {elapsed:.0f} s.",
+        "",
+        f"**|error|: median {100 * statistics.median(errors):.2f}%, max {100 * max(errors):.2f}%** (target: within 2%).",
+        "",
+        "| model | size | batch | dtype | attn | real peak (MiB) | simulated (MiB) | error |",
+        "|---|---:|---:|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['size']} | {r['batch']} | {r['dtype']} | {r['attn']} | {r['real'] / 2**20:.2f} | "
+        f"{r['predicted'] / 2**20:.2f} | {100 * r['error']:+.2f}% |"
+        for r in rows
+    ]
+    lines += ["", "Rerun: `.venv/bin/python bench/validate_cpu.py --write-docs`", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
