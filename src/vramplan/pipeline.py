@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 from .build import build_model
 from .errors import VramplanError
-from .measure.weights import DTYPES, measure_weights
 from .measure.cases import InferenceRequest, cases_for
+from .measure.weights import DTYPES, measure_weights
 from .results import InferenceFailure, ModelResult, RunResult
 from .sources import expand_references, resolve_model
 from .spec import DeferredSpec, ModelSpec, SourceOptions
@@ -29,7 +29,7 @@ def estimate(
     inference: InferenceRequest | None = None,
     debug: bool = False,
 ) -> RunResult:
-    """Estimate the memory each model needs to load, as `accelerate estimate-memory` would.
+    """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
     Args:
         models: catalogue ids, aliases, family names (`dinov3`), paths to config.json files or
