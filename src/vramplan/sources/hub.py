@@ -141,9 +141,21 @@ def translate_hub_error(
         if status >= 500 or status in (408, 429):
             return HubUnavailableError(repo_id, status, endpoint())
         return HubUnreachableError(repo_id, endpoint(), None, f"HTTP {status}")
-    if isinstance(exc, (OSError, TimeoutError)) or "Timeout" in type(exc).__name__ or "Connect" in type(exc).__name__:
+    if isinstance(exc, (OSError, TimeoutError, *_transport_errors())):
         return HubUnreachableError(repo_id, endpoint(), timeout, type(exc).__name__)
     return exc
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP library's own network-failure types (huggingface_hub 2 uses httpx2, earlier ones httpx or requests)."""
+    found: list[type[BaseException]] = []
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            found.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def _model_info(repo_id: str, query: SourceOptions):
