@@ -88,3 +88,22 @@ def test_factory_from_a_file(run_cli, tmp_path):
 def test_flag_combinations_are_usage_errors(run_cli, args):
     result = run_cli("estimate", *args)
     assert result.code == 2 and result.err.startswith("vramplan: error:")
+
+
+def test_reproducing_command_round_trips(run_cli, hub_repo, tmp_path):
+    """The `Command:` each report shows names the model again: running it gives the same figures."""
+    import re
+    import shlex
+
+    (tmp_path / "factory.py").write_text("import torch.nn as nn\n\ndef make(width=8):\n    return nn.Linear(width, width)\n")
+    first = run_cli("estimate", "dinov3-vits16", "--hub-repo", str(hub_repo), "--entrypoint", "tiny_backbone_lc",
+                    "--factory", f"{tmp_path / 'factory.py'}:make", "--kwarg", "width=24", "--format", "markdown")
+    assert first.code == 0, first.err
+    commands = re.findall(r"^Command: `(.+)`", first.out, flags=re.M)
+    assert len(commands) == 3
+    for command in commands:
+        words = shlex.split(command)
+        assert words[:2] == ["vramplan", "estimate"]
+        again = run_cli(*words[1:], "--format", "markdown")
+        assert again.code == 0, (command, again.err)
+        assert again.out.split("| dtype |")[1] in first.out  # the same table

@@ -82,6 +82,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         weights=weights,
         checkpoint=stored,
         inference=simulated,
+        cli_args=spec.cli_args(),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .measure.weights import WeightsEstimate
@@ -29,7 +29,7 @@ class ModelResult:
     weights: WeightsEstimate | None = None
     checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
     inference: tuple[Any, ...] = ()  # InferenceMeasurement or InferenceFailure, in the order asked
-    extras: dict[str, Any] = field(default_factory=dict, compare=False)
+    cli_args: tuple[str, ...] = ()  # the `vramplan estimate` arguments that name this model again
 
     @property
     def ok(self) -> bool:

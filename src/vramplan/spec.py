@@ -33,6 +33,25 @@ class ModelSpec:
     config_path: str | None = None  # the config.json read, when it is a file here (local, cache)
     repo_files: tuple[tuple[str, int | None], ...] = field(default=(), compare=False)  # Hub listing: (name, size)
 
+    def cli_args(self) -> tuple[str, ...]:
+        """The `vramplan estimate` arguments that name this model again."""
+        import json as _json
+
+        kwargs = tuple(f"--kwarg={k}={_json.dumps(v) if not isinstance(v, str) else v}"
+                       for k, v in self.config.get("kwargs", {}).items())
+        if self.library == "torch.hub":
+            return ("--hub-repo", self.config["repo_dir"], "--entrypoint", self.config["entrypoint"], *kwargs)
+        if self.library == "factory":
+            return ("--factory", self.config["target"], *kwargs)
+        words: tuple[str, ...] = (self.reference if self.source == "local" else self.model_id,)
+        if self.library == "timm" and not self.model_id.startswith("timm/"):
+            words += ("--library", "timm")
+        if self.revision:
+            words += ("--revision", self.revision)
+        if self.trust_remote_code:
+            words += ("--trust-remote-code",)
+        return words
+
     def build_key(self) -> str:
         """Return a key that is equal for specs that build the same module."""
         return json.dumps([self.library, self.config, self.trust_remote_code], sort_keys=True, default=str)

@@ -58,7 +58,7 @@ def status_text(result: ModelResult) -> str:
 
 def reproduce_command(result: ModelResult, run: RunResult) -> str:
     """The vramplan command that reproduces this model's table."""
-    words = ["vramplan", "estimate", result.reference if result.source == "local" else result.model]
+    words = ["vramplan", "estimate", *(result.cli_args or (result.reference,))]
     if tuple(run.dtypes) != ("float32", "float16", "int8", "int4"):
         words += ["--dtypes", *run.dtypes]
     request = run.inference
