@@ -35,9 +35,7 @@ class ModelSpec:
 
     def cli_args(self) -> tuple[str, ...]:
         """The `vramplan estimate` arguments that name this model again."""
-        import json as _json
-
-        kwargs = tuple(f"--kwarg={k}={_json.dumps(v) if not isinstance(v, str) else v}"
+        kwargs = tuple(f"--kwarg={k}={v if isinstance(v, str) else json.dumps(v)}"
                        for k, v in self.config.get("kwargs", {}).items())
         if self.library == "torch.hub":
             return ("--hub-repo", self.config["repo_dir"], "--entrypoint", self.config["entrypoint"], *kwargs)
