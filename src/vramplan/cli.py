@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        preload_libraries()
         return args.handler(args)
     except VramplanError as exc:
         if args.debug:
@@ -31,6 +32,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vramplan: interrupted", file=sys.stderr)
         return 130
+
+
+def preload_libraries() -> None:
+    """Import torch, accelerate and transformers with the cycle collector paused, then freeze what they made.
+
+    Their imports create a million or so objects that live as long as the process; the collector's
+    passes over them cost about a second of every run (docs/benchmarks.md). Frozen, they are out of its
+    view; everything made afterwards, the simulated tensors included, is collected as usual.
+    """
+    import gc
+
+    gc.disable()
+    try:
+        import accelerate.utils  # noqa: F401
+        import torch  # noqa: F401
+        import transformers.modeling_utils  # noqa: F401
+    except ImportError as exc:
+        raise VramplanError(f"Cannot import {exc.name or 'a dependency'}: reinstall vramplan's dependencies "
+                            "(see the README's set-up)") from exc
+    finally:
+        gc.enable()
+    gc.freeze()
 
 
 def build_parser() -> argparse.ArgumentParser:
