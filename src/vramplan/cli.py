@@ -43,6 +43,8 @@ def preload_libraries() -> None:
     """
     import gc
 
+    if "transformers.modeling_utils" in sys.modules:
+        return  # imported already (a second call in one process): nothing to pause for, nothing new to freeze
     gc.disable()
     try:
         import accelerate.utils  # noqa: F401
