@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import BuildError, UnknownArchitectureError
+from .errors import BuildError, UnknownArchitectureError, one_line
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -57,13 +57,13 @@ def make_transformers_config(spec: ModelSpec):
             try:
                 return AutoConfig.from_pretrained(spec.location, trust_remote_code=True, revision=spec.revision)
             except Exception as exc:  # transformers raises many types here
-                raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
+                raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
         raise UnknownArchitectureError(spec.model_id, model_type, remote_code=bool(auto_map))
     config.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **config)
     except Exception as exc:  # a config transformers rejects: strict dataclass, wrong types...
-        raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
+        raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
 
 
 def _build_transformers(spec: ModelSpec) -> "nn.Module":
@@ -86,7 +86,7 @@ def _build_transformers(spec: ModelSpec) -> "nn.Module":
                 config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
             )
     except Exception as exc:
-        raise BuildError(spec.model_id, "transformers", _one_line(exc)) from exc
+        raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
 
 
 def _skip_weight_init():
@@ -97,7 +97,3 @@ def _skip_weight_init():
         from transformers.modeling_utils import no_init_weights
     return no_init_weights()
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())

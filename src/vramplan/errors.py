@@ -7,6 +7,12 @@ Never classify an error by its message text: raise the type that says what happe
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (its type name when it has no text), for a per-model reason."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
 class VramplanError(Exception):
     """Base class: a problem the user can act on, reported in one line."""
 

@@ -85,7 +85,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SimulationError, UsageError
+from ..errors import SimulationError, UsageError, one_line
 from . import overheads
 
 if TYPE_CHECKING:
@@ -130,6 +130,13 @@ class InferenceCase:
         if self.seq_len is not None and self.seq_len < 1:
             raise UsageError(f"sequence length must be at least 1, got {self.seq_len}")
 
+    def as_json(self) -> dict[str, Any]:
+        """The case's fields as they open each entry of a model's JSON `"inference"` list."""
+        size: dict[str, Any] = (
+            {"image_size": list(self.image_size)} if self.image_size is not None else {"seq_len": self.seq_len}
+        )
+        return {**size, "batch_size": self.batch_size, "dtype": self.dtype, "attn": self.attn, "device": self.device}
+
 
 @dataclass(frozen=True)
 class InferenceMeasurement:
@@ -147,16 +154,8 @@ class InferenceMeasurement:
 
     def as_json(self) -> dict[str, Any]:
         """Return the entry of a model's JSON `"inference"` list."""
-        case = self.case
-        size: dict[str, Any] = (
-            {"image_size": list(case.image_size)} if case.image_size is not None else {"seq_len": case.seq_len}
-        )
         return {
-            **size,
-            "batch_size": case.batch_size,
-            "dtype": case.dtype,
-            "attn": case.attn,
-            "device": case.device,
+            **self.case.as_json(),
             "parameter_bytes": self.parameter_bytes,
             "buffer_bytes": self.buffer_bytes,
             "activation_bytes": self.activation_bytes,
@@ -248,7 +247,7 @@ def _sim_model(model: "nn.Module", case: InferenceCase, reference: str) -> _SimM
         except SimulationError as exc:
             built[key] = exc
         except Exception as exc:  # a module that cannot be copied or recast
-            reason = f"could not prepare the model: {type(exc).__name__}: {_one_line(exc)}"
+            reason = f"could not prepare the model: {type(exc).__name__}: {one_line(exc)[:300]}"
             built[key] = SimulationError(reference, reason)
     sim = built[key]
     if isinstance(sim, SimulationError):
@@ -301,7 +300,7 @@ def _set_attention(module: "nn.Module", implementation: str, reference: str) -> 
     try:
         setter(implementation)
     except (ValueError, ImportError) as exc:  # transformers refuses an implementation the model lacks
-        raise SimulationError(reference, f"{implementation} attention is not available: {_one_line(exc)}") from exc
+        raise SimulationError(reference, f"{implementation} attention is not available: {one_line(exc)[:300]}") from exc
 
 
 def _model_caches(module: "nn.Module") -> tuple:
@@ -346,7 +345,7 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
     except SimulationError:
         raise
     except Exception as exc:  # whatever the model or a meta kernel raises means "cannot simulate"
-        raise SimulationError(reference, f"{type(exc).__name__}: {_one_line(exc)}") from exc
+        raise SimulationError(reference, f"{type(exc).__name__}: {one_line(exc)[:300]}") from exc
     finally:
         for clear in sim.cache_clears:
             clear()
@@ -788,7 +787,3 @@ def _ceil_div(a: int, b: int) -> int:
 def _round_up(a: int, b: int) -> int:
     return _ceil_div(a, b) * b
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())[:300]

@@ -63,18 +63,12 @@ def inference_json(result: ModelResult) -> list[dict[str, Any]]:
     out = []
     for item in result.inference:
         if isinstance(item, InferenceFailure):
-            probe = {**_case_json(item.case), "error": item.reason}
-            out.append(probe)
+            out.append({**item.case.as_json(), "error": item.reason})
         else:
             entry = item.as_json()
             entry["overheads"] = {name: value for name, value in item.overheads}
             out.append(entry)
     return out
-
-
-def _case_json(case: Any) -> dict[str, Any]:
-    size = {"image_size": list(case.image_size)} if case.image_size is not None else {"seq_len": case.seq_len}
-    return {**size, "batch_size": case.batch_size, "dtype": case.dtype, "attn": case.attn, "device": case.device}
 
 
 def overhead_note(result: ModelResult) -> str | None:

@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BuildError, ConfigError, ModelNotFoundError
+from ..errors import BuildError, ConfigError, ModelNotFoundError, one_line
 from ..spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def build_timm(spec: ModelSpec) -> "nn.Module":
                 return _create_from_config(timm, spec.config["timm_config"])
             return timm.create_model(spec.config["architecture"], pretrained=False)
     except Exception as exc:  # timm's model code raises anything; the user needs one line
-        raise BuildError(spec.model_id, LIBRARY, _one_line(exc)) from exc
+        raise BuildError(spec.model_id, LIBRARY, one_line(exc)) from exc
 
 
 def _create_from_config(timm, config: dict[str, Any]) -> "nn.Module":
@@ -142,16 +142,12 @@ def _import_timm(ref: str):
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.io\.image")
             import timm
     except ImportError as exc:
-        raise BuildError(ref, LIBRARY, f"timm is not installed ({_one_line(exc)}); {_INSTALL}") from exc
+        raise BuildError(ref, LIBRARY, f"timm is not installed ({one_line(exc)}); {_INSTALL}") from exc
     except Exception as exc:  # a torchvision whose compiled ops do not match torch fails with RuntimeError
-        raise BuildError(ref, LIBRARY, f"timm cannot be imported ({_one_line(exc)}); {_INSTALL}") from exc
+        raise BuildError(ref, LIBRARY, f"timm cannot be imported ({one_line(exc)}); {_INSTALL}") from exc
     return timm
 
 
 def _strip_hub_prefix(ref: str) -> str:
     return ref[len(_HF_HUB_PREFIX) :] if ref.startswith(_HF_HUB_PREFIX) else ref
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())

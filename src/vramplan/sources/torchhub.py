@@ -40,7 +40,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BuildError, ModelNotFoundError, UsageError
+from ..errors import BuildError, ModelNotFoundError, UsageError, one_line
 from ..spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def _build_on_meta(spec: ModelSpec, library: str, factory: Callable[..., Any], k
         except _WeightDownloadRefused as refused:
             raise refused.error from None
         except Exception as exc:  # the user's code raises anything; the CLI needs one line
-            raise BuildError(spec.model_id, library, f"{name}() raised {type(exc).__name__}: {_one_line(exc)}") from exc
+            raise BuildError(spec.model_id, library, f"{name}() raised {type(exc).__name__}: {one_line(exc)}") from exc
     model = _the_module(result, spec, library, name)
     _move_leftovers_to_meta(model)
     return model
@@ -279,7 +279,7 @@ def _import_file(name: str, path: Path, spec: ModelSpec, library: str, register:
     except Exception as exc:  # the user's module raises anything while importing
         if register:
             sys.modules.pop(name, None)
-        raise BuildError(spec.model_id, library, f"importing {path} raised {type(exc).__name__}: {_one_line(exc)}") from exc
+        raise BuildError(spec.model_id, library, f"importing {path} raised {type(exc).__name__}: {one_line(exc)}") from exc
     return module
 
 
@@ -298,7 +298,7 @@ def _import_module(name: str, spec: ModelSpec) -> ModuleType:
             return importlib.import_module(name)
         except Exception as exc:  # the user's module raises anything while importing
             raise BuildError(
-                spec.model_id, LIBRARY_FACTORY, f"importing {name} raised {type(exc).__name__}: {_one_line(exc)}"
+                spec.model_id, LIBRARY_FACTORY, f"importing {name} raised {type(exc).__name__}: {one_line(exc)}"
             ) from exc
 
 
@@ -314,7 +314,3 @@ def _first_on_sys_path(folder: str) -> Iterator[None]:
 def _is_file_target(location: str) -> bool:
     return location.endswith(".py") or "/" in location or os.sep in location
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())

@@ -88,6 +88,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..measure.checkpoint import DTYPE_BYTES
+
 __all__ = [
     "Fault",
     "HubRequest",
@@ -138,10 +140,7 @@ class SparseFile:
 
 Content = bytes | SparseFile
 
-_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "C64": 8,
-}  # fmt: skip
+_DTYPE_BYTES = DTYPE_BYTES  # the safetensors dtypes vramplan reads, from measure/checkpoint.py
 _DTYPE_ALIASES = {
     "float64": "F64", "float32": "F32", "fp32": "F32", "float16": "F16", "fp16": "F16", "half": "F16",
     "bfloat16": "BF16", "bf16": "BF16", "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
