@@ -57,7 +57,9 @@ FLOOR_MODULES = (
     "transformers.models.dinov3_convnext.modeling_dinov3_convnext",
 )
 
-# The seed's accelerate tables (shared/seeds/000_*.txt), per facebook/dinov3-* model: Largest Layer, Total Size,
+SEED_FILE = ROOT / "tests" / "data" / "seed_000_dinov3_vram_report.txt"
+
+# The seed's accelerate tables (tests/data/seed_000_dinov3_vram_report.txt), per facebook/dinov3-* model: Largest Layer, Total Size,
 # Training using Adam for float32 | float16 | int8 | int4.
 SEED_ROWS = """
 convnext-base-pretrain-lvd1689m  32.23 MB,334.04 MB,1.3 GB|16.11 MB,167.02 MB,668.08 MB|8.06 MB,83.51 MB,N/A|4.03 MB,41.75 MB,N/A
@@ -395,7 +397,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="runs of the 12 accelerate processes (default 1; about a minute each)")  # fmt: skip
     parser.add_argument("--skip-accelerate", action="store_true", help="leave out the seed workflow")
     parser.add_argument("--skip-vramplan", action="store_true", help="leave out vramplan report")
-    parser.add_argument("--seed", type=Path, help="also compare accelerate's boxed tables line by line with this file")
+    parser.add_argument(
+        "--seed",
+        type=Path,
+        default=SEED_FILE,
+        help="compare accelerate's boxed tables line by line with this file (default: the repository's copy of seed 000)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw timings here")
     parser.add_argument("--write-docs", action="store_true", help=f"replace the section in {DOCS.relative_to(ROOT)}")
     return parser.parse_args(argv)

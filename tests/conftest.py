@@ -1,4 +1,4 @@
-"""Shared fixtures: seeds, golden files, and an in-process CLI runner."""
+"""Shared fixtures: the seed report, golden files, and an in-process CLI runner."""
 
 from __future__ import annotations
 
@@ -16,15 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-def _find_seeds() -> Path:
-    for base in (ROOT.parent / "shared" / "seeds", ROOT / "shared" / "seeds"):
-        if base.is_dir():
-            return base
-    raise FileNotFoundError("shared/seeds not found beside the repository")
-
-
-SEEDS = _find_seeds()
-SEED_REPORT = SEEDS / "000_34e1af098c4b683c.txt"
+# The seed report (accelerate estimate-memory, once per DINOv3 backbone), kept in the repository: see data/README.md.
+SEED_REPORT = Path(__file__).resolve().parent / "data" / "seed_000_dinov3_vram_report.txt"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
