@@ -1,14 +1,22 @@
 """ModelSpec -> nn.Module on the meta device, in float32, as accelerate's estimate-memory builds it.
 
+transformers models are built inside `torch.device("meta")` as well as accelerate's
+`init_empty_weights()`: the latter alone moves each parameter to meta only after it was made on
+the CPU, so one fused expert tensor of DeepSeek-V3 (30 GB) would be allocated first. The sizes are
+the same either way. Every build runs under the bounds of `build_checks` (configs with
+non-positive counts refused, module count and wall time bounded).
+
 Builds are cached by what they are built from: two catalogue entries with the same config
 (DINOv3's lvd1689m and sat493m ViT-L, say) build once.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-from .errors import BuildError, UnknownArchitectureError, one_line
+from .build_checks import BuildBudget, check_config, config_warnings
+from .errors import BuildError, UnknownArchitectureError, VramplanError, one_line
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -21,7 +29,16 @@ def build_model(spec: ModelSpec) -> "nn.Module":
     """Build (or reuse) the meta-device model a spec describes."""
     key = spec.build_key()
     if key not in _BUILT:
-        _BUILT[key] = _builder(spec)(spec)
+        if spec.library == "transformers":
+            check_config(spec.config, spec.model_id)
+        budget = BuildBudget(spec.model_id)
+        try:
+            with budget:
+                _BUILT[key] = _builder(spec)(spec)
+        except Exception:
+            if budget.tripped is not None:  # whoever caught it and wrapped it, say why the build stopped
+                raise budget.tripped from None
+            raise
     return _BUILT[key]
 
 
@@ -72,6 +89,8 @@ def _build_transformers(spec: ModelSpec) -> "nn.Module":
     from accelerate import init_empty_weights
 
     config = make_transformers_config(spec)
+    for warning in config_warnings(config):
+        print(f"vramplan: warning: {spec.model_id}: {warning}", file=sys.stderr)
     constructor = transformers.AutoModel
     # As accelerate does: remote code may name a specific AutoModelFor* class in its auto_map.
     auto_map = spec.config.get("auto_map")
@@ -81,10 +100,12 @@ def _build_transformers(spec: ModelSpec) -> "nn.Module":
                 constructor = getattr(transformers, key)
                 break
     try:
-        with init_empty_weights(), _skip_weight_init():
+        with torch.device("meta"), init_empty_weights(), _skip_weight_init():
             return constructor.from_config(
                 config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
             )
+    except VramplanError:
+        raise
     except Exception as exc:
         raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
 

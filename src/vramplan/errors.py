@@ -76,6 +76,18 @@ class BuildError(VramplanError):
         self.reason = reason
 
 
+class BuildLimitError(VramplanError):
+    """A build went past vramplan's bound on modules or time (vramplan.build_checks)."""
+
+    def __init__(self, reference: str, what: str) -> None:
+        super().__init__(
+            f"Refused to build `{reference}`: {what}, past vramplan's bound for one build "
+            "(check the config's layer and expert counts)"
+        )
+        self.reference = reference
+        self.what = what
+
+
 class SimulationError(VramplanError):
     """The forward pass could not be simulated on fake tensors."""
 
