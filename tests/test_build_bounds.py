@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch.nn as nn
 
+from vramplan import build_checks
 from vramplan.build import build_model, clear_build_cache
 from vramplan.build_checks import BuildBudget, check_config
 from vramplan.errors import BuildLimitError, ConfigError
@@ -135,7 +136,7 @@ def _spec(config: dict, name: str = "cfg") -> ModelSpec:
 
 @pytest.mark.parametrize("key, value", [
     ("num_hidden_layers", -3), ("num_hidden_layers", 0), ("hidden_size", 0), ("num_attention_heads", -1),
-    ("intermediate_size", 1.5), ("vocab_size", True), ("num_hidden_layers", "12"),
+    ("intermediate_size", 1.5), ("vocab_size", True), ("num_hidden_layers", -0.0),
 ])
 def test_non_positive_counts_are_refused_before_building(key, value):
     config = {"model_type": "bert", "num_hidden_layers": 2, key: value}
@@ -149,15 +150,28 @@ def test_sub_configs_and_lists_are_checked():
     check_config({"model_type": "x", "vision_config": {"depths": [2, 2]}, "num_key_value_heads": None}, "m")
 
 
-def test_a_layer_count_past_the_module_bound_stops_with_a_reason(run_cli, tmp_path):
-    config = {"model_type": "bert", "num_hidden_layers": 100_000_000, "hidden_size": 8,
-              "num_attention_heads": 2, "intermediate_size": 8}
+def test_a_hundred_million_layers_are_refused_at_once(run_cli, tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 100_000_000}))
     result = run_cli("estimate", str(path), "--format", "json")
     assert result.code == 1
     [model] = result.json()["models"]
-    assert "more than 200,000 modules" in model["error"]
+    assert "`num_hidden_layers` = 100000000: more than 10,000 layers" in model["error"]
+    check_config({"num_hidden_layers": 10_000, "vision_config": {"depths": [10_000]}}, "m")
+    with pytest.raises(ConfigError, match="more than 10,000 layers"):
+        check_config({"vision_config": {"depths": [2, 10_001]}}, "m")
+
+
+def test_a_build_past_the_module_bound_stops_with_a_reason(run_cli, tmp_path, monkeypatch):
+    """The CLI path end to end, with the bound lowered so that the test builds 2,000 modules, not 200,000."""
+    monkeypatch.setattr(build_checks, "MAX_MODULES", 2_000)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 5_000, "hidden_size": 8,
+                                "num_attention_heads": 2, "intermediate_size": 8}))
+    result = run_cli("estimate", str(path), "--format", "json")
+    assert result.code == 1
+    [model] = result.json()["models"]
+    assert "Refused to build" in model["error"] and "more than 2,000 modules" in model["error"]
     assert "Traceback" not in result.err
 
 

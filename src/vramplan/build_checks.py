@@ -6,7 +6,8 @@ machine's memory, while `num_hidden_layers: -3` builds a model without layers th
 accepts. So:
 
 - `check_config` refuses, before anything is built, a layer count, size or head count that is not
-  a positive whole number (anywhere in the config, sub-configs included);
+  a positive whole number (anywhere in the config, sub-configs included), and a layer count above
+  `MAX_LAYERS`;
 - `BuildBudget` stops a build that registers more than `MAX_MODULES` modules or runs longer than
   `MAX_BUILD_SECONDS`, with a one-line reason;
 - `config_warnings` names what transformers accepts but no trained model has: a hidden size that
@@ -32,11 +33,14 @@ from .errors import BuildLimitError, ConfigError
 
 MAX_MODULES = 200_000
 MAX_BUILD_SECONDS = 120.0
+MAX_LAYERS = 10_000  # per layer-count key; the deepest models published have a few hundred
 
-# Config keys (transformers' names and their common aliases) that count layers, heads or sizes.
-STRUCTURAL_KEYS = frozenset({
+LAYER_KEYS = frozenset({
     "num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
     "num_decoder_layers", "num_encoder_layers", "depth", "depths",
+})
+# Config keys (transformers' names and their common aliases) that count layers, heads or sizes.
+STRUCTURAL_KEYS = LAYER_KEYS | frozenset({
     "num_attention_heads", "num_heads", "n_head", "n_heads", "encoder_attention_heads",
     "decoder_attention_heads", "num_key_value_heads",
     "hidden_size", "hidden_sizes", "d_model", "n_embd", "embed_dim", "intermediate_size", "d_ff",
@@ -46,17 +50,23 @@ STRUCTURAL_KEYS = frozenset({
 
 
 def check_config(config: dict[str, Any], reference: str) -> None:
-    """Refuse a config whose layer counts, sizes or head counts are not positive whole numbers.
+    """Refuse a config whose layer counts, sizes or head counts are numbers but not positive whole ones.
+
+    Values of other types (a string, say) are left to transformers, whose own checks name them.
 
     Raises:
         ConfigError: naming the first such key, its value and where it is.
     """
     for path, value in _structural_values(config, ""):
         items = value if isinstance(value, list) else [value]
-        if not items or not all(_positive_int(v) for v in items):
+        if not items or not all(_positive_int(v) for v in items if isinstance(v, (int, float))):
             raise ConfigError(
                 reference,
                 f"has `{path}` = {value!r}: layer counts, sizes and head counts must be whole numbers of at least 1",
+            )
+        if path.rpartition(".")[2] in LAYER_KEYS and any(_positive_int(v) and v > MAX_LAYERS for v in items):
+            raise ConfigError(
+                reference, f"has `{path}` = {value!r}: more than {MAX_LAYERS:,} layers, past vramplan's bound for one build"
             )
 
 
@@ -105,10 +115,10 @@ class BuildBudget:
     the building code. Code that catches it does not hide it: `tripped` keeps the error.
     """
 
-    def __init__(self, reference: str, max_modules: int = MAX_MODULES, max_seconds: float = MAX_BUILD_SECONDS) -> None:
+    def __init__(self, reference: str, max_modules: int | None = None, max_seconds: float | None = None) -> None:
         self.reference = reference
-        self.max_modules = max_modules
-        self.max_seconds = max_seconds
+        self.max_modules = MAX_MODULES if max_modules is None else max_modules
+        self.max_seconds = MAX_BUILD_SECONDS if max_seconds is None else max_seconds
         self.modules = 0
         self.tripped: BuildLimitError | None = None
         self._deadline = 0.0
