@@ -46,7 +46,7 @@ def hub_repo(tmp_path):
 
 
 def test_backbone_and_head_from_a_local_hubconf(run_cli, hub_repo):
-    result = run_cli("estimate", "--hub-repo", str(hub_repo), "--entrypoint", "tiny_backbone",
+    result = run_cli("estimate", "--hub-repo", str(hub_repo), "--entrypoint", "tiny_backbone", "--kwarg", "width=32",
                      "--entrypoint", "tiny_backbone_lc", "--kwarg", "width=32", "--format", "json")
     assert result.code == 0, result.err
     backbone, head = result.json()["models"]

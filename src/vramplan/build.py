@@ -12,6 +12,7 @@ Builds are cached by what they are built from: two catalogue entries with the sa
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,8 @@ def build_model(spec: ModelSpec) -> "nn.Module":
             check_config(spec.config, spec.model_id)
         budget = BuildBudget(spec.model_id)
         try:
-            with budget:
+            # Code the user named (hubconf, factories, remote code) may print: keep stdout for our output.
+            with budget, contextlib.redirect_stdout(sys.stderr):
                 _BUILT[key] = _builder(spec)(spec)
         except Exception:
             if budget.tripped is not None:  # whoever caught it and wrapped it, say why the build stopped

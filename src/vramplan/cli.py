@@ -125,12 +125,14 @@ def _add_estimate(sub) -> None:
     _model_options(p)
     g = p.add_argument_group("code you name (it runs, in this process: only name code you trust)")
     g.add_argument("--hub-repo", metavar="DIR", help="a local torch.hub repository (a folder with hubconf.py)")
-    g.add_argument("--entrypoint", action="append", default=[], metavar="NAME",
+    g.add_argument("--entrypoint", action=_InOrder, default=[], metavar="NAME",
                    help="an entrypoint of --hub-repo, e.g. dinov3_vit7b16_dd (repeatable)")
-    g.add_argument("--factory", action="append", default=[], metavar="MODULE:CALLABLE",
+    g.add_argument("--factory", action=_InOrder, default=[], metavar="MODULE:CALLABLE",
                    help="a function returning an nn.Module: package.module:fn or path/to/file.py:fn (repeatable)")
-    g.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="keyword argument for the entrypoints and factories (JSON values: 512, true, [1,2])")
+    g.add_argument("--kwarg", action=_InOrder, default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the --entrypoint or --factory it follows; before the first of "
+                        "them, for all of them (JSON values: 512, true, [1,2]). E.g. --entrypoint a --kwarg "
+                        "img_size=512 --entrypoint b --kwarg bpe_path_or_url=vocab.txt.gz")
     p.add_argument("--format", choices=("table", "markdown", "json", "csv"), default="table")
     _common(p)
     p.set_defaults(handler=_run_estimate)
@@ -237,12 +239,37 @@ def _code_specs(args: argparse.Namespace) -> list:
         raise UsageError("--kwarg needs --entrypoint or --factory")
     if not (args.models or args.entrypoint or args.factory):
         raise UsageError("name a model: MODEL, --hub-repo DIR --entrypoint NAME, or --factory MODULE:CALLABLE")
-    kwargs = dict(parse_kwarg(text) for text in args.kwarg)
-    specs = [
-        DeferredSpec(f"hub:{args.hub_repo}:{e}", lambda e=e: hub_entrypoint_spec(args.hub_repo, e, kwargs))
-        for e in args.entrypoint
-    ]
-    return specs + [DeferredSpec(f"factory:{f}", lambda f=f: factory_spec(f, kwargs)) for f in args.factory]
+    specs = []
+    for kind, name, kwargs in _code_items(getattr(args, "code_order", []), parse_kwarg):
+        if kind == "entrypoint":
+            specs.append(DeferredSpec(f"hub:{args.hub_repo}:{name}",
+                                      lambda e=name, k=kwargs: hub_entrypoint_spec(args.hub_repo, e, k)))
+        else:
+            specs.append(DeferredSpec(f"factory:{name}", lambda f=name, k=kwargs: factory_spec(f, k)))
+    return specs
+
+
+class _InOrder(argparse._AppendAction):
+    """Append as `action="append"` does, and record (flag, value) in `code_order`, in command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        order = list(getattr(namespace, "code_order", None) or [])
+        namespace.code_order = order + [(self.dest, values)]
+
+
+def _code_items(order: list[tuple[str, str]], parse_kwarg: Callable) -> list[tuple[str, str, dict]]:
+    """(kind, name, kwargs) per --entrypoint/--factory: each --kwarg goes to the one it follows,
+    and those before the first of them go to all of them."""
+    shared: dict = {}
+    items: list[tuple[str, str, dict]] = []
+    for dest, value in order:
+        if dest == "kwarg":
+            key, parsed = parse_kwarg(value)
+            (items[-1][2] if items else shared)[key] = parsed
+        else:
+            items.append((dest, value, {}))
+    return [(kind, name, {**shared, **own}) for kind, name, own in items]
 
 
 def _inference_request(args: argparse.Namespace):

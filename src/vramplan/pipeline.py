@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -91,7 +92,8 @@ def simulate_inference(model, request: InferenceRequest, reference: str) -> tupl
     from .measure.activations import measure_inference_sweep
 
     cases = cases_for(model, request, reference)
-    results = measure_inference_sweep(model, cases, reference=reference)
+    with contextlib.redirect_stdout(sys.stderr):  # the model's own forward may print: keep stdout ours
+        results = measure_inference_sweep(model, cases, reference=reference)
     return tuple(
         InferenceFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
         for case, r in zip(cases, results)

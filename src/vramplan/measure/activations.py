@@ -310,10 +310,16 @@ def _model_caches(module: "nn.Module") -> tuple:
     before a simulation, so a tensor a real run cached is not mixed with meta ones, and after
     it, so no meta tensor leaks into a real run in the same process.
     """
-    names = {type(m).__module__ for m in module.modules()}
+    # A class's module namespace: from sys.modules, or, for a file torch.hub executed without
+    # registering it (classes defined in hubconf.py), from its forward's globals.
+    namespaces = {
+        type(m).__module__: getattr(sys.modules.get(type(m).__module__), "__dict__", None)
+        or getattr(type(m).forward, "__globals__", {})
+        for m in module.modules()
+    }
     clears = []
-    for name in sorted(n for n in names if not n.startswith("torch.")):
-        for obj in vars(sys.modules.get(name, object())).values():
+    for name in sorted(n for n in namespaces if not n.startswith("torch.")):
+        for obj in list(namespaces[name].values()):
             candidates = [obj] + [_cell_contents(c) for c in getattr(obj, "__closure__", None) or ()]
             clears.extend(c.cache_clear for c in candidates if callable(getattr(c, "cache_clear", None)))
     return tuple(clears)

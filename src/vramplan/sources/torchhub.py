@@ -21,7 +21,11 @@ Known limitations:
     - An entrypoint that moves its model to a device (`.to("cuda")`, `.cpu()`) fails on meta tensors,
       unless it takes a `device` parameter: vramplan passes `device="meta"` when it is not given.
     - An entrypoint may fetch files that are not weights: DINOv3's dino.txt entrypoint downloads its
-      tokenizer vocabulary unless `--kwarg bpe_path_or_url=PATH` names a local copy.
+      tokenizer vocabulary unless `--kwarg bpe_path_or_url=PATH` names a local copy. A parameter whose
+      default is a URL is taken for such a file: with HF_HUB_OFFLINE=1 the build is refused before it
+      starts, naming the --kwarg; online, a failed `urllib` download names it too.
+    - A module the code imports that is not installed is named, with the repository's requirements
+      file (requirements.txt, pyproject.toml, ...) when it has one.
     - Tensors created on an explicit device (`torch.zeros(3, device="cpu")`) are real while the model
       is built; vramplan moves them to meta afterwards.
 """
@@ -180,12 +184,21 @@ def _build_on_meta(spec: ModelSpec, library: str, factory: Callable[..., Any], k
 
     call_kwargs = _weightless_kwargs(factory, kwargs, spec)
     name = getattr(factory, "__name__", repr(factory))
-    with torch.device("meta"), _refuse_weight_downloads(spec, library):
+    url_defaults = _url_defaults(factory, call_kwargs)
+    if url_defaults and os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise BuildError(spec.model_id, library, _url_advice(name, url_defaults, "HF_HUB_OFFLINE is set"))
+    failed_urls: list[str] = []
+    with torch.device("meta"), _refuse_weight_downloads(spec, library), _watch_url_opens(failed_urls):
         try:
             result = factory(**call_kwargs)
         except _WeightDownloadRefused as refused:
             raise refused.error from None
+        except ModuleNotFoundError as exc:
+            raise _missing_module(spec, library, f"{name}()", exc) from exc
         except Exception as exc:  # the user's code raises anything; the CLI needs one line
+            failed = {k: url for k, url in url_defaults.items() if url in failed_urls}
+            if failed:
+                raise BuildError(spec.model_id, library, _url_advice(name, failed, "the download failed")) from exc
             raise BuildError(spec.model_id, library, f"{name}() raised {type(exc).__name__}: {one_line(exc)}") from exc
     model = _the_module(result, spec, library, name)
     _move_leftovers_to_meta(model)
@@ -206,6 +219,46 @@ def _weightless_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], spec
     if "device" in parameters and "device" not in call_kwargs:
         call_kwargs["device"] = "meta"
     return call_kwargs
+
+
+def _url_defaults(factory: Callable[..., Any], call_kwargs: dict[str, Any]) -> dict[str, str]:
+    """Parameters left at a default that is a URL: files the code will fetch (dino.txt's tokenizer vocabulary)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {
+        p.name: p.default for p in parameters
+        if p.name not in call_kwargs and isinstance(p.default, str) and p.default.startswith(("http://", "https://"))
+    }
+
+
+def _url_advice(name: str, urls: dict[str, str], why: str) -> str:
+    """Say which --kwarg names a local copy of each file the code would download."""
+    kwargs = " ".join(f"--kwarg {key}=PATH" for key in urls)
+    sources = ", ".join(f"`{key}` from {url}" for key, url in urls.items())
+    return f"{name}() downloads {sources} and {why}: download it once and pass {kwargs} (after its --entrypoint)"
+
+
+@contextlib.contextmanager
+def _watch_url_opens(failed: list[str]) -> Iterator[None]:
+    """Record the URLs the code fails to open with urllib while the model is built."""
+    import urllib.request
+
+    original = urllib.request.urlopen
+
+    def watched(url: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(url, *args, **kwargs)
+        except Exception:
+            failed.append(getattr(url, "full_url", url))
+            raise
+
+    urllib.request.urlopen = watched
+    try:
+        yield
+    finally:
+        urllib.request.urlopen = original
 
 
 class _WeightDownloadRefused(Exception):
@@ -279,8 +332,35 @@ def _import_file(name: str, path: Path, spec: ModelSpec, library: str, register:
     except Exception as exc:  # the user's module raises anything while importing
         if register:
             sys.modules.pop(name, None)
+        if isinstance(exc, ModuleNotFoundError):
+            raise _missing_module(spec, library, f"importing {path}", exc) from exc
         raise BuildError(spec.model_id, library, f"importing {path} raised {type(exc).__name__}: {one_line(exc)}") from exc
     return module
+
+
+_REQUIREMENT_FILES = ("requirements.txt", "pyproject.toml", "setup.py", "environment.yml", "environment.yaml")
+
+
+def _missing_module(spec: ModelSpec, library: str, doing: str, exc: ModuleNotFoundError) -> BuildError:
+    """A BuildError naming the module that is not installed and where the code lists what it needs."""
+    folder = _code_folder(spec)
+    found = [folder / name for name in _REQUIREMENT_FILES if folder is not None and (folder / name).is_file()]
+    if found and found[0].name == "requirements.txt":
+        step = f"install the repository's requirements: pip install -r {found[0]}"
+    elif found:
+        step = f"install what {found[0]} lists"
+    else:
+        step = "install the package that provides it"
+    missing = exc.name or one_line(exc)
+    return BuildError(spec.model_id, library, f"{doing} needs the module `{missing}`, which is not installed: {step}")
+
+
+def _code_folder(spec: ModelSpec) -> Path | None:
+    """The folder of the code a spec runs: the torch.hub repository, or the factory file's folder."""
+    if spec.library == LIBRARY_HUB:
+        return Path(spec.config["repo_dir"])
+    location = spec.config["target"].rpartition(":")[0]
+    return Path(location).parent if _is_file_target(location) else None
 
 
 def _import_module(name: str, spec: ModelSpec) -> ModuleType:
@@ -296,6 +376,8 @@ def _import_module(name: str, spec: ModelSpec) -> ModuleType:
             )
         try:
             return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise _missing_module(spec, LIBRARY_FACTORY, f"importing {name}", exc) from exc
         except Exception as exc:  # the user's module raises anything while importing
             raise BuildError(
                 spec.model_id, LIBRARY_FACTORY, f"importing {name} raised {type(exc).__name__}: {one_line(exc)}"
