@@ -99,7 +99,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", action="append", default=[], metavar="SIZE[,SIZE]",
                    help="1024 or HEIGHTxWIDTH (768x1344); default: the model's own image size")
     g.add_argument("--seq-len", action="append", default=[], metavar="N[,N]",
-                   help="tokens per sequence, text models (default: 512 or the model's limit)")
+                   help="tokens per sequence, text models (default: 512 or the model's limit); audio models: "
+                        "samples at 16 kHz (wav2vec2) or mel frames (Whisper, exactly 3000) (default: 30 s)")
+    g.add_argument("--input-shape", action="append", default=[], metavar="[NAME:]DIMS[:DTYPE]",
+                   help="state the inputs (repeatable, one per input), for factories and torch.hub modules that do "
+                        "not take images: 1x16, input_ids:1x128:int64; the first dimension is the batch "
+                        "(--batch-size sweeps it); floating inputs default to --dtype; named ones go by keyword")
     g.add_argument("--batch-size", action="append", default=[], metavar="N[,N]", help="default: 1")
     g.add_argument("--dtype", action="append", default=[], metavar="DTYPE[,DTYPE]",
                    help="float32, float16 or bfloat16 (default: bfloat16)")
@@ -276,15 +281,22 @@ def _inference_request(args: argparse.Namespace):
     """The inference sweep the flags ask for, or None in weights mode."""
     from .measure.cases import InferenceRequest, parse_choices, parse_image_sizes, parse_int_list
 
-    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn)
+    from .measure.inputs import parse_input_shapes
+
+    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn, args.input_shape)
     if args.mode != "inference":
         if any(inference_flags):
-            raise UsageError("--image-size, --seq-len, --batch-size, --dtype and --attn need --mode inference")
+            raise UsageError("--image-size, --seq-len, --input-shape, --batch-size, --dtype and --attn "
+                             "need --mode inference")
         return None
+    shapes = parse_input_shapes(args.input_shape)
+    if shapes and (args.image_size or args.seq_len):
+        raise UsageError("--input-shape states the whole input: leave out --image-size and --seq-len")
     return InferenceRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"),
-        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
+        input_shapes=shapes,
+        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or ((shapes[0].shape[0],) if shapes else (1,)),
         dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or ("bfloat16",),
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,

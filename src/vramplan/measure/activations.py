@@ -87,6 +87,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
 from . import overheads
+from .inputs import InputPlan, fit_image_size, make_inputs, plan_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +113,9 @@ class InferenceCase:
     attn: str  # "sdpa" | "eager" | "flash"
     device: str = "cuda"  # the simulated target: "cuda" (an H100) | "cpu"
     image_size: tuple[int, int] | None = None  # (height, width), vision models
-    seq_len: int | None = None  # text models
+    seq_len: int | None = None  # text models: tokens; audio models: samples or frames (seq_unit)
+    seq_unit: str | None = None  # None for tokens, "samples" (input_values) or "frames" (input_features)
+    inputs: tuple = ()  # inputs.InputShape from --input-shape, in place of an image size or length
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -123,8 +126,8 @@ class InferenceCase:
             raise UsageError(f"device `{self.device}` is not one of {', '.join(DEVICES)}")
         if self.batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
-        if (self.image_size is None) == (self.seq_len is None):
-            raise UsageError("give an image size (vision models) or a sequence length (text models), not both")
+        if sum((self.image_size is not None, self.seq_len is not None, bool(self.inputs))) != 1:
+            raise UsageError("give one of an image size (vision models), a sequence length (text, audio) or input shapes")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise UsageError(f"image size must be a positive (height, width), got {self.image_size}")
         if self.seq_len is not None and self.seq_len < 1:
@@ -135,6 +138,11 @@ class InferenceCase:
         size: dict[str, Any] = (
             {"image_size": list(self.image_size)} if self.image_size is not None else {"seq_len": self.seq_len}
         )
+        if self.seq_unit:
+            size["seq_unit"] = self.seq_unit
+        if self.inputs:
+            size = {"inputs": [{"name": s.name, "shape": [self.batch_size, *s.shape[1:]], "dtype": s.dtype or self.dtype}
+                               for s in self.inputs]}
         return {**size, "batch_size": self.batch_size, "dtype": self.dtype, "attn": self.attn, "device": self.device}
 
 
@@ -218,9 +226,7 @@ def clear_caches() -> None:
 @dataclass
 class _SimModel:
     module: "nn.Module"
-    input_name: str
-    by_keyword: bool  # transformers models take `pixel_values=`/`input_ids=`; plain modules a positional input
-    num_channels: int
+    inputs: InputPlan  # what its forward takes (measure/inputs.py)
     cache_clears: tuple  # cache_clear of the functools caches in the model's modelling modules
 
 
@@ -274,10 +280,7 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
         for name, buf in module._buffers.items():
             if buf is not None:
                 module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
-    config = getattr(model, "config", None)
-    input_name = getattr(model, "main_input_name", None)
-    channels = int(getattr(config, "num_channels", None) or getattr(model, "in_chans", None) or 3)
-    return _SimModel(sim, input_name or "pixel_values", input_name is not None, channels, _model_caches(sim))
+    return _SimModel(sim, plan_inputs(model), _model_caches(sim))
 
 
 def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:
@@ -339,15 +342,16 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
     import torch
 
     tracker = _Tracker(case)
+    fit_image_size(sim.module, case, reference)
     tracker.add_weights(sim.module)
     for clear in sim.cache_clears:
         clear()
     try:
         # torch.device("meta"): factory calls that name no device make meta tensors too.
         with torch.device("meta"), tracker, torch.inference_mode():
-            inputs = _make_inputs(sim, case, reference)
-            output = sim.module(**inputs) if sim.by_keyword else sim.module(*inputs.values())
-            del output, inputs
+            args, kwargs = make_inputs(sim.inputs, case, reference)
+            output = sim.module(*args, **kwargs)
+            del output, args, kwargs
     except SimulationError:
         raise
     except Exception as exc:  # whatever the model or a meta kernel raises means "cannot simulate"
@@ -356,22 +360,6 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
         for clear in sim.cache_clears:
             clear()
     return tracker.measurement()
-
-
-def _make_inputs(sim: _SimModel, case: InferenceCase, reference: str) -> dict[str, "torch.Tensor"]:
-    """Make the input the model's `main_input_name` asks for: pixel values or token ids."""
-    import torch
-
-    takes_images = sim.input_name in ("pixel_values", "pixel_values_videos", "images", "image")
-    if case.image_size is not None:
-        if not takes_images:
-            raise SimulationError(reference, f"the model takes `{sim.input_name}`, not images: give a sequence length")
-        shape = (case.batch_size, sim.num_channels, *case.image_size)
-        return {sim.input_name: torch.empty(shape, dtype=getattr(torch, case.dtype), device="meta")}
-    if takes_images:
-        raise SimulationError(reference, "the model takes images: give an image size, not a sequence length")
-    ids = torch.zeros((case.batch_size, case.seq_len), dtype=torch.int64, device="meta")
-    return {sim.input_name: ids}
 
 
 class _Tracker:

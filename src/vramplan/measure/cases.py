@@ -26,24 +26,32 @@ class InferenceRequest:
     dtypes: tuple[str, ...] = ("bfloat16",)
     attns: tuple[str, ...] = ("sdpa",)
     device: str = "cuda"
+    input_shapes: tuple = ()  # inputs.InputShape from --input-shape: used in place of sizes and lengths
 
 
 def input_kind(model: "nn.Module") -> str:
-    """"image" for models fed pixel_values, "text" for token ids."""
-    name = getattr(model, "main_input_name", None) or "pixel_values"
-    return "text" if name == "input_ids" else "image"
+    """"image" for models fed pixel_values, "text" for token ids, "audio" for samples or mel frames."""
+    from .inputs import plan_inputs
+
+    return plan_inputs(model).kind
 
 
 def cases_for(model: "nn.Module", request: InferenceRequest, reference: str) -> list["InferenceCase"]:
-    """Expand a request into cases for this model (image sizes for vision models, lengths for text)."""
+    """Expand a request into cases for this model (image sizes for vision models, lengths for text and audio)."""
     from .activations import InferenceCase
+    from .inputs import plan_inputs
 
     config = getattr(model, "config", None)
-    if input_kind(model) == "text":
+    plan = plan_inputs(model)
+    if request.input_shapes:
+        sizes = [dict(inputs=request.input_shapes)]
+    elif plan.kind in ("text", "audio"):
         if request.image_sizes and not request.seq_lens:
-            raise UsageError(f"`{reference}` is a text model: give --seq-len, not --image-size")
+            counts = f"{plan.seq_unit} of audio" if plan.seq_unit else "tokens"
+            raise UsageError(f"`{reference}` is {'an audio' if plan.kind == 'audio' else 'a text'} model: give --seq-len ({counts}), not --image-size")
         limit = getattr(config, "max_position_embeddings", None) or DEFAULT_SEQ_LEN
-        sizes = [dict(seq_len=n) for n in (request.seq_lens or (min(DEFAULT_SEQ_LEN, limit),))]
+        default = plan.default_seq_len(min(DEFAULT_SEQ_LEN, limit))
+        sizes = [dict(seq_len=n, seq_unit=plan.seq_unit) for n in (request.seq_lens or (default,))]
     else:
         if request.seq_lens and not request.image_sizes:
             raise UsageError(f"`{reference}` is a vision model: give --image-size, not --seq-len")

@@ -12,11 +12,13 @@ HEADERS = ("input", "batch", "dtype", "attn", "Parameter", "Buffer", "Activation
 
 
 def case_input(case: Any) -> str:
-    """`1024px`, `768x1344px` or `512 tok`."""
+    """`1024px`, `768x1344px`, `512 tok`, `480000 samples`, `3000 frames`, or the --input-shape dims past the batch (`input_ids[128]`)."""
     if case.image_size is not None:
         h, w = case.image_size
         return f"{h}px" if h == w else f"{h}x{w}px"
-    return f"{case.seq_len} tok"
+    if getattr(case, "inputs", ()):
+        return ",".join(f"{s.name or ''}[{'x'.join(map(str, s.shape[1:]))}]" for s in case.inputs)
+    return f"{case.seq_len} {getattr(case, 'seq_unit', None) or 'tok'}"
 
 
 def case_label(case: Any, show_dtype: bool = False, show_attn: bool = False) -> str:

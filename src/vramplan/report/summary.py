@@ -68,6 +68,8 @@ def reproduce_command(result: ModelResult, run: RunResult) -> str:
             words += ["--image-size", ",".join(f"{h}" if h == w else f"{h}x{w}" for h, w in request.image_sizes)]
         if request.seq_lens:
             words += ["--seq-len", ",".join(map(str, request.seq_lens))]
+        for shape in getattr(request, "input_shapes", ()):
+            words += ["--input-shape", shape.text()]
         words += ["--batch-size", ",".join(map(str, request.batch_sizes)), "--dtype", ",".join(request.dtypes),
                   "--attn", ",".join(request.attns), "--device", request.device]
     return shlex.join(words)
