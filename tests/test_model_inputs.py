@@ -255,6 +255,7 @@ def timm():
         return pytest.importorskip("timm", reason="timm is not installed: see the README's 'timm' section")
 
 
+@pytest.mark.timm
 def test_timm_vit_at_384_is_built_for_that_size(timm):
     from vramplan.sources.timm_models import resolve_timm
 
