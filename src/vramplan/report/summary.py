@@ -7,7 +7,7 @@ import shlex
 from ..results import ModelResult, RunResult
 from ..results import InferenceFailure
 from .cells import format_bytes
-from .inference import case_label
+from .inference import case_input, case_label
 
 
 def report_title(family_title: str | None) -> str:
@@ -38,7 +38,14 @@ def inference_labels(run: RunResult) -> list[str]:
         return []
     longest = max((m.inference for m in run.models), key=len, default=())
     request = run.inference
-    return [case_label(item.case, len(request.dtypes) > 1, len(request.attns) > 1) for item in longest]
+    labels = []
+    for i, item in enumerate(longest):
+        label = case_label(item.case, len(request.dtypes) > 1, len(request.attns) > 1)
+        # Models of different kinds (an image and an audio model, each at its default) share a column.
+        if len({case_input(m.inference[i].case) for m in run.models if len(m.inference) > i}) > 1:
+            label = label.replace(case_input(item.case), "mixed inputs", 1)
+        labels.append(label)
+    return labels
 
 
 def inference_legend(run: RunResult) -> str | None:
