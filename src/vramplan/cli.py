@@ -254,13 +254,12 @@ def _code_specs(args: argparse.Namespace) -> list:
     return specs
 
 
-class _InOrder(argparse._AppendAction):
+class _InOrder(argparse.Action):
     """Append as `action="append"` does, and record (flag, value) in `code_order`, in command-line order."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        super().__call__(parser, namespace, values, option_string)
-        order = list(getattr(namespace, "code_order", None) or [])
-        namespace.code_order = order + [(self.dest, values)]
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+        namespace.code_order = [*(getattr(namespace, "code_order", None) or []), (self.dest, values)]
 
 
 def _code_items(order: list[tuple[str, str]], parse_kwarg: Callable) -> list[tuple[str, str, dict]]:
