@@ -45,7 +45,7 @@ STRUCTURAL_KEYS = LAYER_KEYS | frozenset({
     "decoder_attention_heads", "num_key_value_heads",
     "hidden_size", "hidden_sizes", "d_model", "n_embd", "embed_dim", "intermediate_size", "d_ff",
     "n_inner", "encoder_ffn_dim", "decoder_ffn_dim", "head_dim", "d_kv", "vocab_size",
-    "image_size", "patch_size", "num_channels", "max_position_embeddings", "n_positions",
+    "image_size", "patch_size", "num_channels",
 })
 
 
