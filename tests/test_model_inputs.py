@@ -273,3 +273,12 @@ def test_timm_vit_at_384_is_built_for_that_size(timm):
     real_peak = cpu_peak_above_baseline(real, {"x": x})
     assert abs(sim - real_peak) <= TOLERANCE * real_peak, (sim, real_peak)
     assert sum(p.numel() for p in real.parameters()) * 4 == at_384.parameter_bytes
+
+
+def test_a_main_input_that_cannot_be_made_says_to_state_it():
+    from vramplan.measure.inputs import InputPlan
+
+    plan = InputPlan(name="input_points", by_keyword=True, num_channels=3)
+    assert plan.kind == "other"
+    with pytest.raises(SimulationError, match="cannot make this model's `input_points`: state it with --input-shape"):
+        make_inputs(plan, _case(image_size=(64, 64)), "sam")

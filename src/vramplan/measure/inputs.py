@@ -102,10 +102,12 @@ class InputPlan:
 
     @property
     def kind(self) -> str:
-        """ "image", "text" or "audio"."""
+        """ "image", "text", "audio", or "other" (a main input vramplan cannot make: --input-shape states it)."""
         if self.name == "input_ids":
             return "text"
-        return "audio" if self.name in AUDIO_INPUTS else "image"
+        if self.name in AUDIO_INPUTS:
+            return "audio"
+        return "image" if self.name in IMAGE_INPUTS or not self.by_keyword else "other"
 
     @property
     def seq_unit(self) -> str | None:
@@ -167,6 +169,8 @@ def make_inputs(plan: InputPlan, case: "InferenceCase", reference: str) -> tuple
     if case.inputs:  # --input-shape: the first dimension is the batch
         made = [(s.name, _empty((case.batch_size, *s.shape[1:]), s.dtype, dtype)) for s in case.inputs]
         return [t for name, t in made if name is None], {name: t for name, t in made if name is not None}
+    if plan.kind == "other":
+        raise SimulationError(reference, f"vramplan cannot make this model's `{plan.name}`: state it with --input-shape")
     inputs = _model_inputs(plan, case, dtype, reference)
     if plan.by_keyword:
         return [], inputs
