@@ -8,9 +8,17 @@ from __future__ import annotations
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception's text on one line (its type name when it has no text), for a per-model reason."""
-    text = str(exc).strip() or type(exc).__name__
+    """An exception's text on one line (its type name when it has no text), for a per-model reason.
+
+    torch appends its C++ stack (`Exception raised from ... frame #0: ...`) to some messages: that part is cut.
+    """
+    text = strip_cpp_frames(str(exc)).strip() or type(exc).__name__
     return " ".join(text.split())
+
+
+def strip_cpp_frames(text: str) -> str:
+    """Text before torch's C++ stack trace, if it carries one."""
+    return text.split("Exception raised from ", 1)[0].rstrip()
 
 
 class VramplanError(Exception):
