@@ -50,11 +50,23 @@ def inference_title(result: ModelResult) -> str:
 
 
 def render_inference_table(result: ModelResult, width: int = 100) -> str:
-    """The cases as an aligned table within `width` columns, sizes in binary units."""
+    """The cases as an aligned table within `width` columns, sizes in binary units.
+
+    A dtype or attention that is the same for every case moves from its column into the title.
+    """
     if not result.inference:
         return ""
-    return render_table(HEADERS, inference_rows(result), width=width, title=inference_title(result),
-                        numeric=range(4, len(HEADERS))).rstrip("\n")
+    rows, header, same = inference_rows(result), list(HEADERS), []
+    for column in (3, 2):  # attn, dtype
+        values = {row[column] for row in rows}
+        if len(values) == 1:
+            same.insert(0, values.pop())
+            header.pop(column)
+            rows = [row[:column] + row[column + 1 :] for row in rows]
+    title = inference_title(result)
+    title = title[:-1] + ", " + ", ".join(same) + ")" if same else title
+    numeric = [1, *range(header.index("Parameter"), len(header))]
+    return render_table(header, rows, width=width, title=title, numeric=numeric).rstrip("\n")
 
 
 def failure_reasons(result: ModelResult) -> list[str]:

@@ -10,6 +10,7 @@ Rendered by rich without colour, so the text is the same on a terminal, in a pip
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 DEFAULT_WIDTH = 100
@@ -19,15 +20,20 @@ _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def binary_bytes(size: float | None) -> str:
-    """`512 B`, `1.50 KiB`, `578.67 MiB`, `1.28 GiB`; `-` for None."""
+    """Three significant figures, rounded up (never under the size): `512 B`, `1.51 KiB`, `579 MiB`, `13.1 GiB`.
+
+    `-` for None. Sizes of 1000 units or more keep their four digits (`1018 MiB`) rather than `0.99 GiB`.
+    """
     if size is None:
         return "-"
     value, unit = float(size), 0
     while abs(value) >= 1024 and unit < len(_BINARY_UNITS) - 1:
         value, unit = value / 1024, unit + 1
     if unit == 0:
-        return f"{int(value)} B" if value.is_integer() else f"{value:.1f} B"
-    return f"{value:.2f} {_BINARY_UNITS[unit]}"
+        return f"{math.ceil(value)} B"
+    decimals = max(0, 2 - int(math.floor(math.log10(abs(value))))) if value else 0
+    scale = 10**decimals
+    return f"{math.ceil(value * scale - 1e-9) / scale:.{decimals}f} {_BINARY_UNITS[unit]}"
 
 
 def render_table(
@@ -40,7 +46,8 @@ def render_table(
 ) -> str:
     """An aligned table at most `width` columns wide: text columns left, `numeric` columns right.
 
-    Long cells of the first column wrap (model ids); other cells keep to one line where they can.
+    Long cells of the first column wrap (model ids), headers wrap at spaces; other cells keep to one line
+    as long as they fit at all.
     """
     import io
 
@@ -50,9 +57,10 @@ def render_table(
 
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",
                   padding=(0, 1), collapse_padding=True)
-    for index, name in enumerate(header):
-        table.add_column(name, justify="right" if index in numeric else "left",
-                         overflow="fold", no_wrap=index != 0)
+    for index, name in enumerate(header):  # cells keep their width; headers and the first column may wrap
+        longest = max((len(str(row[index])) for row in rows if index < len(row)), default=0)
+        table.add_column(name, justify="right" if index in numeric else "left", overflow="fold",
+                         min_width=longest if index else None)
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     out = io.StringIO()

@@ -27,7 +27,8 @@ def render_tables(run: RunResult, width: int = 100) -> str:
     blocks = []
     for model in run.models:
         heading = f"{model.model}: " if model.weights is None else ""
-        body = [heading + render_boxed(model), *largest_layer_note(model), *model_details(model, width)]
+        note = [line for text in largest_layer_note(model) for line in textwrap.wrap(text, width)]
+        body = [heading + render_boxed(model), *note, *model_details(model, width)]
         blocks.append("\n".join(body))
     if any(model.weights is not None for model in run.models):
         blocks.append(f"Note: {UNITS_NOTE}")
