@@ -60,10 +60,34 @@ def make_transformers_config(spec: ModelSpec):
                 raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
         raise UnknownArchitectureError(spec.model_id, model_type, remote_code=bool(auto_map))
     config.pop("model_type")
+    check_layer_counts(spec.model_id, config)
     try:
         return AutoConfig.for_model(model_type, **config)
     except Exception as exc:  # a config transformers rejects: strict dataclass, wrong types...
         raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
+
+
+# Config keys that say how many modules get built. Real models have at most a few hundred layers and experts;
+# a count in the millions would build for hours and fill the memory with module objects before any size is known.
+LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_experts", "n_routed_experts",
+              "num_local_experts", "encoder_layers", "decoder_layers", "depth", "depths", "num_stages")
+MAX_LAYERS = 4096
+
+
+def check_layer_counts(reference: str, config: dict, depth: int = 0) -> None:
+    """Refuse a config whose layer or expert counts (top level and sub-configs) are beyond any real model."""
+    from .errors import ConfigError
+
+    for key, value in config.items():
+        if isinstance(value, dict) and depth < 3:
+            check_layer_counts(reference, value, depth + 1)
+        if key not in LAYER_KEYS:
+            continue
+        counts = value if isinstance(value, list) else [value]
+        total = sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
+        if total > MAX_LAYERS:
+            raise ConfigError(reference, f"has {key}={value if len(str(value)) < 40 else str(value)[:40] + '...'}: "
+                              f"more than {MAX_LAYERS} layers or experts, beyond any real model; check the config")
 
 
 def _build_transformers(spec: ModelSpec) -> "nn.Module":
@@ -80,11 +104,17 @@ def _build_transformers(spec: ModelSpec) -> "nn.Module":
             if key.startswith("AutoModelFor"):
                 constructor = getattr(transformers, key)
                 break
+    build = lambda: constructor.from_config(config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code)  # noqa: E731
+    try:
+        # Meta as the default device too: a config's huge sizes never allocate (position_ids of a 1e9-token
+        # model would be 8 GB of real memory under init_empty_weights alone, which only moves tensors made).
+        with init_empty_weights(), _skip_weight_init(), torch.device("meta"):
+            return build()
+    except Exception:  # an __init__ that needs data (`.item()`, `.tolist()`): build as accelerate does
+        pass
     try:
         with init_empty_weights(), _skip_weight_init():
-            return constructor.from_config(
-                config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
-            )
+            return build()
     except Exception as exc:
         raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
 
