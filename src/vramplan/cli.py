@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import UsageError, VramplanError
+from .errors import UsageError, VramplanError, printable
 from .measure.weights import DTYPES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -31,11 +31,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     try:
         preload_libraries()
+        quiet_library_logs(args.debug)
         return args.handler(args)
     except VramplanError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"vramplan: error: {exc}", file=sys.stderr)
+        print(printable(f"vramplan: error: {exc}"), file=sys.stderr)
         return exc.exit_code
 
 
@@ -319,6 +320,18 @@ def _count(models: int) -> str:
     return f"{models} model" + ("" if models == 1 else "s")
 
 
+def quiet_library_logs(debug: bool) -> None:
+    """transformers' and huggingface_hub's own warnings (`[transformers] Model config: ...`) break the one line
+    per fault on stderr: errors only, unless --debug."""
+    if debug:
+        return
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
+
+
 def package_version() -> str:
     """The installed distribution's version, or the source tree's."""
     from importlib.metadata import PackageNotFoundError, version
@@ -353,7 +366,7 @@ def failure_lines(run) -> list[str]:
         reasons = [model.error] if model.weights is None else [
             item.reason for item in model.inference if isinstance(item, InferenceFailure)
         ] or [model.error]
-        lines += [f"vramplan: {model.model}: {r}" for r in dict.fromkeys(reasons) if r]
+        lines += [printable(f"vramplan: {model.model}: {r}") for r in dict.fromkeys(reasons) if r]
     return lines
 
 

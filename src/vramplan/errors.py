@@ -16,6 +16,13 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def printable(text: str) -> str:
+    """Text for one terminal line: control and other unprintable characters (a name may hold them) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def strip_cpp_frames(text: str) -> str:
     """Text before torch's C++ stack trace, if it carries one."""
     return text.split("Exception raised from ", 1)[0].rstrip()
