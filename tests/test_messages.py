@@ -195,3 +195,55 @@ def test_binary_bytes_round_up_to_three_figures():
     assert binary_bytes(1_067_450_368) == "1018 MiB"
     assert binary_bytes(14_033_805_640) == "13.1 GiB"  # 13.0700..., never shown under the size
     assert binary_bytes(2**30 + 1) == "1.01 GiB"
+
+
+# --- hostile inputs the fuzzer met, pinned -------------------------------------------------------------------------
+
+
+def test_a_name_with_control_characters_stays_one_stderr_line(run_cli):
+    result = run_cli("estimate", "bad\nname\x1e")
+    assert result.code == 1 and len(result.err.splitlines()) == 1
+    assert result.err.startswith("vramplan: bad\\nname\\x1e: ")
+
+
+def test_torch_cpp_frames_are_cut_from_a_reason():
+    from vramplan.errors import one_line
+
+    exc = RuntimeError('Overflow when unpacking long long Exception raised from THPUtils_unpackLong at x.h:79 '
+                       "(most recent call first):\nframe #0: c10::Error::Error(c10::SourceLocation)")
+    assert one_line(exc) == "Overflow when unpacking long long"
+
+
+def test_library_warnings_do_not_surround_the_one_line(run_cli, write_config):
+    odd = write_config("gpt2", {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "vocab_size": 100})
+    result = run_cli("estimate", str(odd), "dinov3-vits16", "--format", "json")  # bos/eos 50256 > vocabulary
+    assert result.code == 0 and result.err == ""
+
+
+def test_huge_sizes_in_a_config_never_allocate(run_cli, write_config):
+    from vramplan.testing.fuzz import _rss_bytes
+
+    huge = write_config("huge", {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+                                 "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 500,
+                                 "max_position_embeddings": 10**9})
+    before = _rss_bytes()
+    result = run_cli("estimate", str(huge), "--format", "json")
+    assert result.code == 0, result.err
+    assert result.json()["models"][0]["weights"]["float32"]["total_bytes"] > 10**9 * 64 * 4  # the position table
+    assert _rss_bytes() - before < 1 << 30  # its 8 GB position_ids buffer was never made
+
+
+def test_layer_counts_beyond_any_model_are_refused(run_cli, write_config):
+    deep = write_config("deep", {"model_type": "bert", "num_hidden_layers": 10**6, "hidden_size": 32,
+                                 "num_attention_heads": 2, "intermediate_size": 64})
+    result = run_cli("estimate", str(deep))
+    assert result.code == 1 and "num_hidden_layers=1000000: more than 4096 layers" in result.err
+
+
+def test_a_config_file_larger_than_any_config_is_refused(run_cli, tmp_path):
+    big = tmp_path / "big" / "config.json"
+    big.parent.mkdir()
+    with big.open("wb") as handle:
+        handle.truncate((64 << 20) + 1)  # sparse: no disk used
+    result = run_cli("estimate", str(big))
+    assert result.code == 1 and "is larger than 64 MiB" in result.err

@@ -131,7 +131,9 @@ def test_a_failing_run_leaves_no_output_file(run_cli, tmp_path):
     assert run_cli("estimate", "dinov3-vits16", "--attn", "flash", "--device", "cpu", "--mode", "inference",
                    "-o", str(out)).code == 2
     assert out.read_text() == "yesterday's report\n"  # untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
+    (tmp_path / "a-folder").mkdir()  # the final rename fails: the temporary written beside it must go too
+    assert run_cli("estimate", "dinov3-vits16", "-o", str(tmp_path / "a-folder")).code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "report.txt"]
 
 
 def test_ctrl_c_prints_one_line_no_traceback_and_leaves_no_file(tmp_path):
