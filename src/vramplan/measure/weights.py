@@ -59,7 +59,7 @@ def measure_weights(model: "nn.Module", dtypes: tuple[str, ...] = DTYPES) -> Wei
         parameter_count=sum(p.numel() for p in model.parameters()),
         buffer_count=sum(b.numel() for b in model.buffers()),
         rows=tuple(weights_row(total, largest, dtype) for dtype in dtypes),
-        no_split_modules=tuple(getattr(model, "_no_split_modules", None) or ()),
+        no_split_modules=tuple(sorted(getattr(model, "_no_split_modules", None) or ())),  # a set in some versions
     )
 
 
