@@ -100,4 +100,4 @@ def test_list_shows_catalogue_with_measured_sizes(run_cli):
     assert vits["float32_bytes"] == 86_386_240
     assert vits["parameters"] == 21_596_544 or vits["parameters"] > 21_000_000
     table = run_cli("list").out
-    assert "dinov3-vit7b16" in table and "25.02 GB" in table
+    assert "dinov3-vit7b16" in table and "25.1 GiB" in table  # binary units, said so

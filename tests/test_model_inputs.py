@@ -166,7 +166,9 @@ def test_audio_from_the_cli(run_cli, write_config):
     table = run_cli("estimate", str(wav2vec2), "--mode", "inference", "--seq-len", "16000").out
     assert "16000 samples" in table
     report = run_cli("report", str(wav2vec2), str(whisper), "--mode", "inference", "--device", "cpu").out
-    assert "| mixed inputs b1 |" in report  # one column, 480000 samples for one model and 3000 frames for the other
+    markdown = run_cli("report", str(wav2vec2), str(whisper), "--mode", "inference", "--device", "cpu",
+                       "--format", "markdown").out
+    assert "| mixed inputs b1 |" in markdown  # one column, 480000 samples for one model and 3000 frames for the other
     assert "480000 samples" in report and "3000 frames" in report
     wrong = run_cli("estimate", str(whisper), "--mode", "inference", "--image-size", "224")
     assert wrong.code == 1 and "is an audio model: give --seq-len (frames of audio)" in wrong.err

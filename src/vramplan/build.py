@@ -101,11 +101,19 @@ def _build_transformers(spec: ModelSpec) -> "nn.Module":
             if key.startswith("AutoModelFor"):
                 constructor = getattr(transformers, key)
                 break
+    build = lambda: constructor.from_config(config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code)  # noqa: E731
     try:
+        # Meta as the default device too: a config's huge sizes never allocate (position_ids of a 1e9-token
+        # model would be 8 GB of real memory under init_empty_weights alone, which only moves tensors made).
         with torch.device("meta"), init_empty_weights(), _skip_weight_init():
-            return constructor.from_config(
-                config, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
-            )
+            return build()
+    except VramplanError:
+        raise
+    except Exception:  # an __init__ that needs data (`.item()`, `.tolist()`): build as accelerate does
+        pass
+    try:
+        with init_empty_weights(), _skip_weight_init():
+            return build()
     except VramplanError:
         raise
     except Exception as exc:

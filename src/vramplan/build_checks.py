@@ -38,6 +38,8 @@ MAX_LAYERS = 10_000  # per layer-count key; the deepest models published have a 
 LAYER_KEYS = frozenset({
     "num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
     "num_decoder_layers", "num_encoder_layers", "depth", "depths",
+    # expert counts build modules the same way (a million experts is a million MLPs)
+    "num_experts", "n_routed_experts", "num_local_experts",
 })
 # Config keys (transformers' names and their common aliases) that count layers, heads or sizes.
 STRUCTURAL_KEYS = LAYER_KEYS | frozenset({

@@ -8,14 +8,22 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import UsageError, VramplanError
+from .errors import UsageError, VramplanError, printable
 from .measure.weights import DTYPES
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C anywhere, argument parsing and imports included: no traceback
+        print("vramplan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -23,15 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         preload_libraries()
+        quiet_library_logs(args.debug)
         return args.handler(args)
     except VramplanError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"vramplan: error: {exc}", file=sys.stderr)
+        print(printable(f"vramplan: error: {exc}"), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("vramplan: interrupted", file=sys.stderr)
-        return 130
 
 
 def preload_libraries() -> None:
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vramplan",
         description="How much GPU memory a model needs, before you download a single weight.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_estimate(sub)
     _add_report(sub)
@@ -72,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks of failures")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout (- is stdout)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no `wrote FILE` line on stderr")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES, metavar="DTYPE",
-        help="rows to show, any of float32 float16 int8 int4 (default: all)",
+        "--dtypes", nargs="+", default=None, type=_weights_dtype, choices=DTYPES, metavar="DTYPE",
+        help="rows of the weights table, any of float32 float16 int8 int4 (default: all); "
+        "without --mode inference, --dtype means the same",
     )
     p.add_argument(
         "--library", "--library_name", dest="library", choices=("transformers", "timm"),
@@ -107,7 +116,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                         "(--batch-size sweeps it); floating inputs default to --dtype; named ones go by keyword")
     g.add_argument("--batch-size", action="append", default=[], metavar="N[,N]", help="default: 1")
     g.add_argument("--dtype", action="append", default=[], metavar="DTYPE[,DTYPE]",
-                   help="float32, float16 or bfloat16 (default: bfloat16)")
+                   help="the simulated dtype: float32, float16 or bfloat16 (default: bfloat16)")
     g.add_argument("--attn", action="append", default=[], metavar="IMPL[,IMPL]",
                    help="sdpa, eager or flash (flash_attention_2) (default: sdpa)")
     g.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -170,7 +179,7 @@ def _run_estimate(args: argparse.Namespace) -> int:
 
     run = _estimate(args, [*args.models, *_code_specs(args)])
     return _render(run, args, {
-        "table": render_tables,
+        "table": lambda r: render_tables(r, table_width()),
         "markdown": lambda r: render_markdown(r, with_summary=False),
         "json": render_json,
         "csv": render_csv,
@@ -189,7 +198,7 @@ def _run_report(args: argparse.Namespace) -> int:
     title = titles.pop() if len(titles) == 1 else None
     run = _estimate(args, references)
     return _render(run, args, {
-        "text": lambda r: render_report_text(r, title),
+        "text": lambda r: render_report_text(r, title, table_width()),
         "markdown": lambda r: render_markdown(r, title),
         "json": render_json,
         "csv": render_csv,
@@ -197,11 +206,10 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _render(run, args: argparse.Namespace, renderers: dict[str, Callable]) -> int:
-    """Write the run in the asked format, name failures on stderr, and return the exit code."""
-    _emit(renderers[args.format](run), args.output)
-    for model in run.models:
-        if not model.ok:  # on stderr too, so a script sees failures whatever the format
-            print(f"vramplan: {model.model}: {model.error}", file=sys.stderr)
+    """Write the run in the asked format, name each failure once on stderr, and return the exit code."""
+    _emit(renderers[args.format](run), args.output, quiet=args.quiet, what=_count(len(run.models)))
+    for line in failure_lines(run):  # stderr, so a script sees failures whatever the format
+        print(line, file=sys.stderr)
     return run.exit_code
 
 
@@ -213,24 +221,29 @@ def _run_list(args: argparse.Namespace) -> int:
     entries = catalog_entries()
     run = estimate([e.model_id for e in entries], dtypes=("float32",), debug=args.debug)
     rows = listing_rows(entries, run)
-    _emit(render_list_json(rows) if args.format == "json" else render_list_table(rows), args.output)
+    text = render_list_json(rows) if args.format == "json" else render_list_table(rows, table_width())
+    _emit(text, args.output, quiet=args.quiet, what=_count(len(rows)))
     return EXIT_OK
 
 
 def _estimate(args: argparse.Namespace, references: list[str]):
     from .pipeline import estimate
+    from .progress import run_progress
 
-    return estimate(
-        references,
-        inference=_inference_request(args),
-        dtypes=args.dtypes,
-        library=args.library,
-        trust_remote_code=args.trust_remote_code,
-        revision=args.revision,
-        timeout=args.timeout,
-        checkpoint=args.checkpoint,
-        debug=args.debug,
-    )
+    dtypes, inference = _weights_dtypes(args), _inference_request(args)
+    with run_progress(show_progress(args)) as progress:
+        return estimate(
+            references,
+            inference=inference,
+            dtypes=dtypes,
+            library=args.library,
+            trust_remote_code=args.trust_remote_code,
+            revision=args.revision,
+            timeout=args.timeout,
+            checkpoint=args.checkpoint,
+            debug=args.debug,
+            progress=progress,
+        )
 
 
 def _code_specs(args: argparse.Namespace) -> list:
@@ -278,28 +291,38 @@ def _code_items(order: list[tuple[str, str]], parse_kwarg: Callable) -> list[tup
 
 def _inference_request(args: argparse.Namespace):
     """The inference sweep the flags ask for, or None in weights mode."""
-    from .measure.cases import InferenceRequest, parse_choices, parse_image_sizes, parse_int_list
-
+    from .measure.cases import (
+        MAX_BATCH,
+        MAX_SEQ_LEN,
+        InferenceRequest,
+        parse_choices,
+        parse_image_sizes,
+        parse_int_list,
+        skipped_combinations,
+    )
     from .measure.inputs import parse_input_shapes
 
-    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn, args.input_shape)
+    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.attn, args.input_shape)
     if args.mode != "inference":
         if any(inference_flags):
-            raise UsageError("--image-size, --seq-len, --input-shape, --batch-size, --dtype and --attn "
-                             "need --mode inference")
+            raise UsageError("--image-size, --seq-len, --input-shape, --batch-size and --attn need --mode inference")
         return None
     shapes = parse_input_shapes(args.input_shape)
     if shapes and (args.image_size or args.seq_len):
         raise UsageError("--input-shape states the whole input: leave out --image-size and --seq-len")
-    return InferenceRequest(
+    request = InferenceRequest(
         image_sizes=parse_image_sizes(args.image_size),
-        seq_lens=parse_int_list(args.seq_len, "--seq-len"),
+        seq_lens=parse_int_list(args.seq_len, "--seq-len", MAX_SEQ_LEN),
         input_shapes=shapes,
-        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or ((shapes[0].shape[0],) if shapes else (1,)),
+        batch_sizes=parse_int_list(args.batch_size, "--batch-size", MAX_BATCH)
+        or ((shapes[0].shape[0],) if shapes else (1,)),
         dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or ("bfloat16",),
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
     )
+    for note in skipped_combinations(request):  # a UsageError when no pair can run
+        print(f"vramplan: note: {note}", file=sys.stderr)
+    return request
 
 
 def _positive_float(text: str) -> float:
@@ -312,14 +335,115 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _emit(text: str, output: str | None) -> None:
-    if output is None:
+def _emit(text: str, output: str | None, *, quiet: bool = False, what: str = "") -> None:
+    """Write to stdout (no -o, or -o -), else whole or not at all to FILE, and say so on stderr."""
+    if output in (None, "-"):
         sys.stdout.write(text)
         return
     try:
-        Path(output).write_text(text, encoding="utf-8")
+        write_atomically(Path(output), text)
     except OSError as exc:
         raise UsageError(f"Cannot write `{output}`: {exc.strerror or exc}") from exc
+    if not quiet:
+        size = len(text.encode("utf-8"))
+        print(f"vramplan: wrote {output} ({what}, {size:,} bytes)" if what else f"vramplan: wrote {output}",
+              file=sys.stderr)
+
+
+# --- messages, output and the checks made before any work (issue 8) -----------------------------------------------
+
+
+def _count(models: int) -> str:
+    return f"{models} model" + ("" if models == 1 else "s")
+
+
+def quiet_library_logs(debug: bool) -> None:
+    """transformers' and huggingface_hub's own warnings (`[transformers] Model config: ...`) break the one line
+    per fault on stderr: errors only, unless --debug."""
+    if debug:
+        return
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
+
+
+def package_version() -> str:
+    """The installed distribution's version, or the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vramplan")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it over: a failed or interrupted run leaves no half file."""
+    import os
+    import tempfile
+
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def failure_lines(run) -> list[str]:
+    """One stderr line per distinct failure of each model (a sweep's cases may fail for several reasons)."""
+    from .results import InferenceFailure
+
+    lines = []
+    for model in run.models:
+        reasons = [model.error] if model.weights is None else [
+            item.reason for item in model.inference if isinstance(item, InferenceFailure)
+        ] or [model.error]
+        lines += [printable(f"vramplan: {model.model}: {r}") for r in dict.fromkeys(reasons) if r]
+    return lines
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar only for a person watching: stdout and stderr on a terminal, no -o FILE, no --quiet."""
+    if args.quiet or args.output not in (None, "-"):
+        return False
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def table_width() -> int:
+    """Width for new tables: $COLUMNS (or the terminal's), at most 100."""
+    import shutil
+
+    return max(40, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
+def _weights_dtype(text: str) -> str:
+    """argparse type of --dtypes: name --dtype when the value is one of the simulated dtypes."""
+    if text == "bfloat16":
+        raise argparse.ArgumentTypeError(
+            "bfloat16 is not a row of the weights table (float32 float16 int8 int4): "
+            "to simulate a forward in bfloat16 use --mode inference --dtype bfloat16")
+    return text
+
+
+def _weights_dtypes(args: argparse.Namespace) -> tuple[str, ...]:
+    """The weights table's rows: --dtypes, or (without --mode inference) --dtype, which then means the same."""
+    from .measure.cases import parse_choices
+
+    if args.mode == "inference" or not args.dtype:
+        return tuple(args.dtypes or DTYPES)
+    if args.dtypes:
+        raise UsageError("--dtype and --dtypes both name the weights table's rows here: give one of them "
+                         "(--dtype is the simulated dtype only with --mode inference)")
+    try:
+        return parse_choices(args.dtype, "--dtype", DTYPES)
+    except UsageError:
+        raise UsageError("--dtype without --mode inference names the weights table's rows: any of "
+                         f"{' '.join(DTYPES)}; for a simulated forward add --mode inference") from None
 
 
 if __name__ == "__main__":

@@ -8,9 +8,24 @@ from __future__ import annotations
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception's text on one line (its type name when it has no text), for a per-model reason."""
-    text = str(exc).strip() or type(exc).__name__
+    """An exception's text on one line (its type name when it has no text), for a per-model reason.
+
+    torch appends its C++ stack (`Exception raised from ... frame #0: ...`) to some messages: that part is cut.
+    """
+    text = strip_cpp_frames(str(exc)).strip() or type(exc).__name__
     return " ".join(text.split())
+
+
+def printable(text: str) -> str:
+    """Text for one terminal line: control and other unprintable characters (a name may hold them) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def strip_cpp_frames(text: str) -> str:
+    """Text before torch's C++ stack trace, if it carries one."""
+    return text.split("Exception raised from ", 1)[0].rstrip()
 
 
 class VramplanError(Exception):
@@ -162,25 +177,56 @@ class UnsupportedLibraryError(HubError):
 
 
 class HubUnavailableError(HubError):
-    """The Hub answered with a server error."""
+    """The Hub answered with a server error, or asked us to slow down (429, with Retry-After)."""
 
-    def __init__(self, repo_id: str, status: int, endpoint: str) -> None:
-        super().__init__(
-            repo_id,
-            f"The Hub at {endpoint} answered HTTP {status} for `{repo_id}`: try again later, "
-            "or set HF_HUB_OFFLINE=1 to use what is cached",
-        )
+    def __init__(self, repo_id: str, status: int, endpoint: str, retry_after: str | None = None) -> None:
+        if status == 429:
+            wait = f"wait {retry_after} s (its Retry-After)" if retry_after else "wait a while"
+            text = f"The Hub at {endpoint} is limiting requests (HTTP 429) for `{repo_id}`: {wait} and try again"
+        else:
+            later = f"try again in {retry_after} s (its Retry-After)" if retry_after else "try again later"
+            text = f"The Hub at {endpoint} answered HTTP {status} for `{repo_id}`: {later}"
+        super().__init__(repo_id, text + ", or set HF_HUB_OFFLINE=1 to use what is cached")
+        self.status = status
 
 
 class HubUnreachableError(HubError):
-    """Network down, or no answer within the timeout."""
+    """Network down, host unknown, connection refused or cut, or no answer within the timeout.
 
-    def __init__(self, repo_id: str, endpoint: str, timeout: float | None, reason: str) -> None:
+    `detail`, when given, says which of these happened (DNS, refused, cut mid-answer, redirected elsewhere);
+    without it the reason is the HTTP library's exception type and the wait the timeout.
+    """
+
+    def __init__(self, repo_id: str, endpoint: str, timeout: float | None, reason: str,
+                 detail: str | None = None) -> None:
         within = f" within {timeout:g} s" if timeout is not None else ""
+        what = f" for `{repo_id}`: {detail}" if detail else f"{within} for `{repo_id}` ({reason})"
         super().__init__(
             repo_id,
-            f"Could not reach the Hub at {endpoint}{within} for `{repo_id}` ({reason}): check the network, "
+            f"Could not reach the Hub at {endpoint}{what}: check the network and HF_ENDPOINT, "
             "raise --timeout, or set HF_HUB_OFFLINE=1 to use what is cached",
+        )
+
+
+class NotAHubError(HubError):
+    """Something answered, but not as the Hub does: an HTML page, a proxy's 401/404, a file without Hub headers."""
+
+    def __init__(self, repo_id: str, endpoint: str, what: str) -> None:
+        super().__init__(
+            repo_id,
+            f"The server at {endpoint} did not answer as a Hugging Face Hub for `{repo_id}` ({what}): "
+            "check HF_ENDPOINT, and any proxy or captive portal between you and the Hub",
+        )
+
+
+class HubBadAnswerError(HubError):
+    """The Hub's answer was cut short or is not valid JSON."""
+
+    def __init__(self, repo_id: str, endpoint: str, what: str) -> None:
+        super().__init__(
+            repo_id,
+            f"The Hub at {endpoint} sent an incomplete or malformed answer for `{repo_id}` ({what}): "
+            "try again; if it persists, check any proxy between you and the Hub",
         )
 
 

@@ -13,6 +13,7 @@ from .build import build_model
 from .errors import VramplanError
 from .measure.cases import InferenceRequest, cases_for
 from .measure.weights import DTYPES, measure_weights
+from .progress import RunProgress
 from .results import InferenceFailure, ModelResult, RunResult
 from .sources import expand_references, resolve_model
 from .spec import DeferredSpec, ModelSpec, SourceOptions
@@ -29,6 +30,7 @@ def estimate(
     checkpoint: bool = True,
     inference: InferenceRequest | None = None,
     debug: bool = False,
+    progress: RunProgress | None = None,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -43,7 +45,8 @@ def estimate(
         timeout: seconds to wait for any one Hub look-up.
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
-        debug: print the traceback of each failed model to stderr.
+        debug: print the traceback of each failed model and each failed inference case to stderr.
+        progress: told as each model and inference case starts (vramplan.progress; the CLI's bar).
 
     Returns:
         A RunResult with one ModelResult per model; a model that fails has status "error"
@@ -52,15 +55,19 @@ def estimate(
     references = [models] if isinstance(models, (str, ModelSpec, DeferredSpec)) else list(models)
     dtypes = _check_dtypes(dtypes)
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
-    results = [
-        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug)
-        for reference in expand_references(references)
-    ]
+    progress = progress or RunProgress()
+    expanded = expand_references(references)
+    results = []
+    for index, reference in enumerate(expanded):
+        progress.start_model(index, len(expanded), _reference_name(reference))
+        results.append(_estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference,
+                                     debug=debug, progress=progress))
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
-                  timeout: float = 10.0, inference: InferenceRequest | None = None) -> ModelResult:
+                  timeout: float = 10.0, inference: InferenceRequest | None = None, debug: bool = False,
+                  progress: RunProgress | None = None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -69,7 +76,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
     failures: list[str] = []
     if inference is not None:
         try:
-            simulated = simulate_inference(model, inference, spec.model_id)
+            simulated = simulate_inference(model, inference, spec.model_id, debug=debug, progress=progress)
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line_reason(exc))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
@@ -87,13 +94,20 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
     )
 
 
-def simulate_inference(model, request: InferenceRequest, reference: str) -> tuple:
+def simulate_inference(model, request: InferenceRequest, reference: str, *, debug: bool = False,
+                       progress: RunProgress | None = None) -> tuple:
     """Simulate every case of the request; a case that cannot run becomes an InferenceFailure."""
     from .measure.activations import measure_inference_sweep
 
     cases = cases_for(model, request, reference)
+    results = []
     with contextlib.redirect_stdout(sys.stderr):  # the model's own forward may print: keep stdout ours
-        results = measure_inference_sweep(model, cases, reference=reference)
+        for index, case in enumerate(cases):  # one at a time, so progress can follow; the caches are shared anyway
+            (progress or RunProgress()).start_case(index, len(cases), case)
+            results += measure_inference_sweep(model, [case], reference=reference)
+    if debug:
+        for failed in (r for r in results if isinstance(r, Exception)):
+            traceback.print_exception(failed, file=sys.stderr)
     return tuple(
         InferenceFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
         for case, r in zip(cases, results)
@@ -124,18 +138,22 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
-                  inference: InferenceRequest | None, debug: bool) -> ModelResult:
+                  inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
-        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference)
+        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
+                             debug=debug, progress=progress)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)
-        name = reference if isinstance(reference, str) else getattr(reference, "reference", None) or reference.name
-        return failed_result(name, spec, exc)
+        return failed_result(_reference_name(reference), spec, exc)
+
+
+def _reference_name(reference: str | ModelSpec | DeferredSpec) -> str:
+    return reference if isinstance(reference, str) else getattr(reference, "reference", None) or reference.name
 
 
 def failed_result(reference: str, spec: ModelSpec | None, exc: BaseException) -> ModelResult:
@@ -152,11 +170,13 @@ def failed_result(reference: str, spec: ModelSpec | None, exc: BaseException) ->
 
 def one_line_reason(exc: BaseException) -> str:
     """A single line for any exception: our own messages as they are, others with their type."""
+    from .errors import strip_cpp_frames
+
     if isinstance(exc, VramplanError):
         text = exc.message
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())
+    return " ".join(strip_cpp_frames(text).split())
 
 
 def generated_timestamp() -> str:

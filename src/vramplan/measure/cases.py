@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from .activations import InferenceCase
 
 DEFAULT_SEQ_LEN = 512
+# Bounds on what a user may ask for: far beyond any GPU, yet small enough that every shape fits torch's int64.
+MAX_BATCH = 1 << 20
+MAX_IMAGE_SIDE = 1 << 16
+MAX_SEQ_LEN = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,33 @@ def cases_for(model: "nn.Module", request: InferenceRequest, reference: str) -> 
     return [
         InferenceCase(batch_size=b, dtype=d, attn=a, device=request.device, **size)
         for size, b, d, a in itertools.product(sizes, request.batch_sizes, request.dtypes, request.attns)
+        if case_conflict(d, a, request.device) is None
     ]
+
+
+def case_conflict(dtype: str, attn: str, device: str) -> str | None:
+    """Why this dtype, attention and device cannot go together (flash_attention_2's limits), or None."""
+    if attn == "flash" and device != "cuda":
+        return "flash attention (flash_attention_2) runs on CUDA only"
+    if attn == "flash" and dtype == "float32":
+        return "flash attention (flash_attention_2) supports float16 and bfloat16 only"
+    return None
+
+
+def skipped_combinations(request: InferenceRequest) -> list[str]:
+    """A note per (dtype, attention) pair of the sweep that cannot run; UsageError when none can.
+
+    Raises:
+        UsageError: every pair conflicts, so there is nothing to simulate.
+    """
+    notes = []
+    for dtype, attn in itertools.product(request.dtypes, request.attns):
+        reason = case_conflict(dtype, attn, request.device)
+        if reason is not None:
+            notes.append(f"skipped --attn {attn} with --dtype {dtype} --device {request.device}: {reason}")
+    if len(notes) == len(request.dtypes) * len(request.attns):
+        raise UsageError("nothing to simulate: " + "; ".join(n.removeprefix("skipped ") for n in notes))
+    return notes
 
 
 def parse_image_sizes(values: list[str]) -> tuple[tuple[int, int], ...]:
@@ -70,25 +100,28 @@ def parse_image_sizes(values: list[str]) -> tuple[tuple[int, int], ...]:
     for value in values:
         for item in filter(None, (v.strip() for v in value.split(","))):
             parts = item.lower().split("x")
-            try:
-                hw = tuple(int(p) for p in parts)
-            except ValueError:
-                raise UsageError(f"--image-size `{item}` is not a size: use 1024 or HEIGHTxWIDTH, e.g. 768x1344") from None
+            if not all(p.isascii() and p.isdigit() for p in parts):  # int() would take "1_0", " 1" or "١"
+                raise UsageError(f"--image-size `{item}` is not a size: use 1024 or HEIGHTxWIDTH, e.g. 768x1344")
+            hw = tuple(int(p) for p in parts)
             if len(hw) == 1:
                 hw = (hw[0], hw[0])
             if len(hw) != 2 or min(hw) < 1:
                 raise UsageError(f"--image-size `{item}` is not a size: use 1024 or HEIGHTxWIDTH, e.g. 768x1344")
+            if max(hw) > MAX_IMAGE_SIDE:
+                raise UsageError(f"--image-size `{item}` is more than {MAX_IMAGE_SIDE} pixels a side")
             out.append(hw)
     return tuple(out)
 
 
-def parse_int_list(values: list[str], flag: str) -> tuple[int, ...]:
-    """`1,8` and repeated flags, each a positive integer."""
+def parse_int_list(values: list[str], flag: str, limit: int | None = None) -> tuple[int, ...]:
+    """`1,8` and repeated flags, each a positive integer (at most `limit`)."""
     out = []
     for value in values:
         for item in filter(None, (v.strip() for v in value.split(","))):
-            if not item.isdigit() or int(item) < 1:
+            if not (item.isascii() and item.isdigit()) or int(item) < 1:
                 raise UsageError(f"{flag} `{item}` is not a positive whole number")
+            if limit is not None and int(item) > limit:
+                raise UsageError(f"{flag} `{item}` is more than {limit:,}")
             out.append(int(item))
     return tuple(out)
 

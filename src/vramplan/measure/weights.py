@@ -38,6 +38,7 @@ class WeightsEstimate:
     parameter_count: int
     buffer_count: int
     rows: tuple[DtypeWeights, ...]
+    no_split_modules: tuple[str, ...] = ()  # the model's _no_split_modules: then Largest Layer is a whole block
 
     def row(self, dtype: str) -> DtypeWeights:
         for row in self.rows:
@@ -58,6 +59,7 @@ def measure_weights(model: "nn.Module", dtypes: tuple[str, ...] = DTYPES) -> Wei
         parameter_count=sum(p.numel() for p in model.parameters()),
         buffer_count=sum(b.numel() for b in model.buffers()),
         rows=tuple(weights_row(total, largest, dtype) for dtype in dtypes),
+        no_split_modules=tuple(sorted(getattr(model, "_no_split_modules", None) or ())),  # a set in some versions
     )
 
 

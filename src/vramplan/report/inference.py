@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..results import InferenceFailure, ModelResult
-from .cells import format_bytes
+from .table import ERROR_CELL, binary_bytes, render_table
 
 HEADERS = ("input", "batch", "dtype", "attn", "Parameter", "Buffer", "Activation", "Temp",
            "max allocated", "on the card")
@@ -37,10 +37,10 @@ def inference_rows(result: ModelResult) -> list[list[str]]:
     for item in result.inference:
         case = item.case
         head = [case_input(case), str(case.batch_size), case.dtype, case.attn]
-        if isinstance(item, InferenceFailure):
-            rows.append(head + ["error", "", "", "", "", item.reason])
+        if isinstance(item, InferenceFailure):  # the reason follows the table, once
+            rows.append(head + [ERROR_CELL, "", "", "", "", ""])
             continue
-        rows.append(head + [format_bytes(v) for v in (
+        rows.append(head + [binary_bytes(v) for v in (
             item.parameter_bytes, item.buffer_bytes, item.activation_bytes, item.temp_bytes,
             item.peak_allocated_bytes, item.peak_device_bytes)])
     return rows
@@ -51,13 +51,30 @@ def inference_title(result: ModelResult) -> str:
     return f"Inference peak for `{result.model}` (simulated {device})"
 
 
-def render_inference_boxed(result: ModelResult) -> str:
-    """accelerate-style boxed table of the cases."""
+def render_inference_table(result: ModelResult, width: int = 100) -> str:
+    """The cases as an aligned table within `width` columns, sizes in binary units.
+
+    A dtype or attention that is the same for every case moves from its column into the title.
+    """
     if not result.inference:
         return ""
-    from accelerate.commands.estimate import create_ascii_table
+    rows, header, same = inference_rows(result), list(HEADERS), []
+    for column in (3, 2):  # attn, dtype
+        values = {row[column] for row in rows}
+        if len(values) == 1:
+            same.insert(0, values.pop())
+            header.pop(column)
+            rows = [row[:column] + row[column + 1 :] for row in rows]
+    title = inference_title(result)
+    title = title[:-1] + ", " + ", ".join(same) + ")" if same else title
+    numeric = [1, *range(header.index("Parameter"), len(header))]
+    return render_table(header, rows, width=width, title=title, numeric=numeric).rstrip("\n")
 
-    return create_ascii_table(list(HEADERS), inference_rows(result), inference_title(result))
+
+def failure_reasons(result: ModelResult) -> list[str]:
+    """Each distinct reason the model or its cases failed, in order."""
+    reasons = [item.reason for item in result.inference if isinstance(item, InferenceFailure)]
+    return list(dict.fromkeys(reasons or ([result.error] if result.error else [])))
 
 
 def inference_json(result: ModelResult) -> list[dict[str, Any]]:
@@ -77,6 +94,6 @@ def overhead_note(result: ModelResult) -> str | None:
     """Name what `on the card` adds to `max allocated`, from the first case that has overheads."""
     for item in result.inference:
         if not isinstance(item, InferenceFailure) and item.overheads:
-            parts = ", ".join(f"{name} {format_bytes(value)}" for name, value in item.overheads)
+            parts = ", ".join(f"{name} {binary_bytes(value)}" for name, value in item.overheads)
             return f"on the card = max allocated + {parts} (first case; constants and their sources: vramplan/measure/overheads.py)"
     return None

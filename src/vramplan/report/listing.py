@@ -6,9 +6,9 @@ import json
 
 from ..results import RunResult
 from ..sources.catalog import CatalogEntry
-from .cells import format_bytes
+from .table import ERROR_CELL, binary_bytes, render_table
 
-HEADER = ("id", "alias", "family", "parameters", "float32")
+HEADER = ("id", "alias", "family", "params", "float32")
 
 
 def listing_rows(entries: tuple[CatalogEntry, ...], run: RunResult) -> list[dict]:
@@ -27,17 +27,16 @@ def listing_rows(entries: tuple[CatalogEntry, ...], run: RunResult) -> list[dict
     return rows
 
 
-def render_list_table(rows: list[dict]) -> str:
-    """A plain aligned table."""
-    cells = [list(HEADER)] + [
+def render_list_table(rows: list[dict], width: int = 100) -> str:
+    """An aligned table within `width` columns; float32 sizes in binary units; a failure is a compact cell."""
+    cells = [
         [r["id"], r["alias"], r["family"], _params(r["parameters"]),
-         format_bytes(r["float32_bytes"]) if r["float32_bytes"] is not None else f"error: {r['error']}"]
+         binary_bytes(r["float32_bytes"]) if r["float32_bytes"] is not None else ERROR_CELL]
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in cells]
-    return "\n".join(lines) + "\n"
+    errors = [f"Error: {r['id']}: {r['error']}" for r in rows if r["float32_bytes"] is None and r["error"]]
+    table = render_table(HEADER, cells, width=width, numeric=(3, 4))
+    return table + "".join(line + "\n" for line in errors)
 
 
 def render_list_json(rows: list[dict]) -> str:

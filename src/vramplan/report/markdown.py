@@ -6,7 +6,7 @@ from ..results import ModelResult, RunResult
 from .cells import HEADERS, weights_cells
 from .checkpoint_text import checkpoint_lines
 from .inference import HEADERS as INFERENCE_HEADERS
-from .inference import inference_rows, inference_title, overhead_note
+from .inference import failure_reasons, inference_rows, inference_title, overhead_note
 from .summary import inference_legend, report_title, reproduce_command, summary_cells, summary_header
 
 
@@ -32,7 +32,8 @@ def render_markdown(run: RunResult, family_title: str | None = None, *, with_sum
 
 
 def _model_section(model: ModelResult, run: RunResult) -> list[str]:
-    lines = [f"## `{model.model}`", "", f"Command: `{reproduce_command(model, run)}`  ", f"Status: {model.status}", ""]
+    lines = [f"## {_code(model.model)}", "", f"Command: {_code(reproduce_command(model, run))}  ",
+             f"Status: {model.status}", ""]
     if model.weights is None:
         return lines + [f"Error: {_escape(model.error or '')}", ""]
     rows = [weights_cells(row) for row in model.weights.rows]
@@ -42,9 +43,19 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
         out += [f"{inference_title(model)}:", "", *_table(list(INFERENCE_HEADERS), inference_rows(model)), ""]
         note = overhead_note(model)
         out += [note, ""] if note else []
-    if model.error:
-        out += [f"Error: {_escape(model.error)}", ""]
+    out += [line for reason in failure_reasons(model) for line in (f"Error: {_escape(reason)}", "")]
     return out
+
+
+def _code(text: str) -> str:
+    """An inline code span that holds any text: a fence longer than any backtick run inside, so the span
+    cannot be closed early and HTML in a name stays literal text."""
+    import re
+
+    text = " ".join(text.splitlines())
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -54,4 +65,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Table-safe and HTML-safe: a name like `<img src=x onerror=...>` shows as text, never as markup."""
+    import html
+
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")

@@ -8,6 +8,7 @@ from ..results import ModelResult, RunResult
 from ..results import InferenceFailure
 from .cells import format_bytes
 from .inference import case_input, case_label
+from .table import ERROR_CELL, binary_bytes
 
 
 def report_title(family_title: str | None) -> str:
@@ -25,7 +26,7 @@ def summary_cells(result: ModelResult, run: RunResult) -> list[str]:
     """One summary row: total size per dtype, peak on the card per inference case, then the status."""
     cases = ["-"] * len(inference_labels(run))
     for i, item in enumerate(result.inference[: len(cases)]):
-        cases[i] = "error" if isinstance(item, InferenceFailure) else format_bytes(item.peak_device_bytes)
+        cases[i] = "error" if isinstance(item, InferenceFailure) else binary_bytes(item.peak_device_bytes)
     if result.weights is None:
         return [result.model, *("-" for _ in run.dtypes), *cases, status_text(result)]
     sizes = [format_bytes(result.weights.row(dtype).total_bytes) for dtype in run.dtypes]
@@ -60,7 +61,30 @@ def inference_legend(run: RunResult) -> str | None:
 
 
 def status_text(result: ModelResult) -> str:
-    return "ok" if result.ok else f"error: {result.error}"
+    """`ok`, or a compact cell: the reason follows in the model's section (and once on stderr)."""
+    return "ok" if result.ok else ERROR_CELL
+
+
+def inference_summary(run: RunResult) -> tuple[list[str], list[list[str]]]:
+    """Peak on the card per model and (batch, dtype, attention), a column per input size: narrow at any sweep."""
+    request = run.inference
+    many_dtypes, many_attns = len(request.dtypes) > 1, len(request.attns) > 1
+    inputs = list(dict.fromkeys(case_input(item.case) for m in run.models for item in m.inference))
+    header = ["Model", "batch", *(["dtype"] if many_dtypes else []), *(["attn"] if many_attns else []), *inputs]
+    rows: list[list[str]] = []
+    for model in run.models:
+        groups: dict[tuple, dict[str, str]] = {}
+        for item in model.inference:
+            case = item.case
+            key = (str(case.batch_size), *([case.dtype] if many_dtypes else []), *([case.attn] if many_attns else []))
+            cell = "error" if isinstance(item, InferenceFailure) else binary_bytes(item.peak_device_bytes)
+            groups.setdefault(key, {})[case_input(case)] = cell
+        if not groups:
+            rows.append([model.model, "-", *("-" for _ in header[2:-len(inputs) or None]),
+                         *(ERROR_CELL if i == 0 else "-" for i in range(len(inputs)))])
+        for n, (key, cells) in enumerate(groups.items()):
+            rows.append([model.model if n == 0 else "", *key, *(cells.get(i, "-") for i in inputs)])
+    return header, rows
 
 
 def reproduce_command(result: ModelResult, run: RunResult) -> str:

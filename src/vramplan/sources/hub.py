@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from dataclasses import replace
 from collections.abc import Callable
@@ -18,11 +19,13 @@ from typing import Any, TypeVar
 
 from ..errors import (
     GatedRepoAccessError,
+    HubBadAnswerError,
     HubError,
     HubUnavailableError,
     HubUnreachableError,
     MissingConfigError,
     NoLibraryMetadataError,
+    NotAHubError,
     OfflineNotCachedError,
     RepoNotFoundError,
     RevisionNotFoundError,
@@ -126,6 +129,13 @@ def translate_hub_error(
 
     if isinstance(exc, HubError):
         return exc
+    if isinstance(exc, hub_errors.LocalEntryNotFoundError):  # a download that failed: why is further down the chain
+        cause = exc.__cause__ or exc.__context__
+        return translate_hub_error(repo_id, cause, timeout, revision) if cause is not None else OfflineNotCachedError(repo_id)
+    if isinstance(exc, hub_errors.FileMetadataError):  # a file answer without X-Repo-Commit: no Hub sent that
+        return NotAHubError(repo_id, endpoint(), "a file answer without the Hub's X-Repo-Commit header")
+    if isinstance(exc, ValueError) and hasattr(exc, "doc"):  # json.JSONDecodeError of an API answer
+        return _undecodable(repo_id, exc)
     if isinstance(exc, hub_errors.GatedRepoError):
         return GatedRepoAccessError(repo_id, has_token())
     if isinstance(exc, hub_errors.RepositoryNotFoundError):
@@ -137,19 +147,86 @@ def translate_hub_error(
     if isinstance(exc, hub_errors.OfflineModeIsEnabled):
         return OfflineNotCachedError(repo_id)
     if isinstance(exc, hub_errors.HfHubHTTPError):
-        status = exc.response.status_code if getattr(exc, "response", None) is not None else 0
-        if status >= 500 or status in (408, 429):
-            return HubUnavailableError(repo_id, status, endpoint())
-        return HubUnreachableError(repo_id, endpoint(), None, f"HTTP {status}")
+        return _http_error(repo_id, exc)
     if isinstance(exc, (OSError, TimeoutError, *_transport_errors())):
-        return HubUnreachableError(repo_id, endpoint(), timeout, type(exc).__name__)
+        return HubUnreachableError(repo_id, endpoint(), timeout, type(exc).__name__, _network_detail(exc, timeout))
     return exc
+
+
+def _http_error(repo_id: str, exc: BaseException) -> HubError:
+    """An HTTP error status the Hub's own error codes did not explain (huggingface_hub mapped those already)."""
+    response = getattr(exc, "response", None)
+    status = response.status_code if response is not None else 0
+    headers = response.headers if response is not None else {}
+    if status >= 500 or status in (408, 429):
+        return HubUnavailableError(repo_id, status, endpoint(), headers.get("Retry-After"))
+    if status in (401, 407) and not has_token():
+        return NotAHubError(repo_id, endpoint(), f"HTTP {status} without the Hub's error code: a proxy asking for credentials?")
+    if status == 401:
+        return NotAHubError(repo_id, endpoint(), "HTTP 401 without the Hub's error code: the token was refused "
+                            "(check HF_TOKEN), or a proxy asks for credentials")
+    return NotAHubError(repo_id, endpoint(), f"HTTP {status} without the Hub's error code")
+
+
+def _undecodable(repo_id: str, exc: ValueError) -> HubError:
+    """An API answer that is not JSON: an HTML page means no Hub answered; otherwise it was cut or mangled."""
+    doc = str(getattr(exc, "doc", "") or "")
+    if doc.lstrip()[:1] == "<":
+        return NotAHubError(repo_id, endpoint(), "an HTML page where the Hub answers JSON")
+    return HubBadAnswerError(repo_id, endpoint(), f"JSON that ends or breaks after {len(doc):,} characters")
+
+
+def _network_detail(exc: BaseException, timeout: float | None) -> str | None:
+    """What went wrong on the wire, from the exception types along the chain (never their text)."""
+    import socket
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+
+    def any_of(*names: str, builtin: tuple[type[BaseException], ...] = ()) -> bool:
+        kinds = _http_library_types(*names) + builtin
+        return any(isinstance(e, kinds) for e in chain)
+
+    where = _failed_host(exc)
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return f"the host name in `{where or endpoint()}` could not be resolved (DNS)"
+    if any_of("TooManyRedirects"):
+        return "its answers redirect in a loop"
+    elsewhere = f" (redirected to {where})" if where and where != endpoint() else ""
+    if any_of("TimeoutException", "Timeout", builtin=(TimeoutError,)):
+        return f"no answer within {timeout:g} s{elsewhere}" if timeout is not None else None
+    if any_of("ConnectError", builtin=(ConnectionRefusedError,)):
+        return f"the connection was refused{elsewhere}"
+    if any_of("ReadError", "RemoteProtocolError", "WriteError", builtin=(ConnectionResetError,)):
+        return f"the connection was cut while the answer was coming in{elsewhere}"
+    return None
+
+
+def _http_library_types(*names: str) -> tuple[type[BaseException], ...]:
+    """The classes of these names in the HTTP libraries huggingface_hub may use (httpx2, httpx, requests)."""
+    found = []
+    for module in ("httpx2", "httpx", "requests.exceptions"):
+        loaded = sys.modules.get(module)
+        found += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]
+    return tuple(t for t in found if isinstance(t, type) and issubclass(t, BaseException))
+
+
+def _failed_host(exc: BaseException) -> str | None:
+    """scheme://host:port of the request that failed (httpx errors carry it), e.g. after a redirect."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when no request is attached
+        return None
+    return f"{url.scheme}://{url.netloc.decode() if isinstance(url.netloc, bytes) else url.netloc}"
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """The HTTP library's own network-failure types (huggingface_hub 2 uses httpx2, earlier ones httpx or requests)."""
     found: list[type[BaseException]] = []
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("httpx2", "TooManyRedirects"), ("httpx", "TooManyRedirects"),
                          ("requests", "ConnectionError"), ("requests", "Timeout")):
         try:
             found.append(getattr(__import__(module), name))

@@ -43,12 +43,20 @@ def local_spec(reference: str, *, trust_remote_code: bool = False) -> ModelSpec:
     )
 
 
+# The largest config.json files on the Hub (ImageNet-22k label maps) are a few MB; /proc files and the like are not.
+MAX_CONFIG_BYTES = 64 << 20
+
+
 def read_config_file(config_path: Path, reference: str) -> dict[str, Any]:
-    """Parse a config.json, with a clear error for unreadable or non-object JSON."""
+    """Parse a config.json, with a clear error for unreadable, oversized or non-object JSON."""
     try:
-        text = config_path.read_text(encoding="utf-8")
+        with config_path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(reference, f"cannot be read ({config_path}: {exc.__class__.__name__})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(reference, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB ({config_path}): not a config.json")
     return parse_config_text(text, reference)
 
 
@@ -58,6 +66,8 @@ def parse_config_text(text: str, reference: str) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(reference, f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+    except RecursionError as exc:
+        raise ConfigError(reference, "is JSON nested too deeply to read") from exc
     if not isinstance(config, dict):
         raise ConfigError(reference, f"is JSON but not an object (got {type(config).__name__})")
     return config

@@ -82,7 +82,7 @@ import struct
 import sys
 import threading
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -330,6 +330,14 @@ class Fault:
     times: int | None = None
     error_code: str | None = None
     message: str | None = None
+    # What a broken network or a stranger in the middle does instead of answering:
+    # "reset": the real answer's headers and half its body, then a TCP reset;
+    # "truncate": a complete HTTP answer whose body is the first half of the real one (JSON cut short);
+    # "html": 200 with an HTML page (a captive portal, a proxy's login page, a web server that is no Hub);
+    # "redirect": 302 to the same path on another host (`redirect_to`; default: localhost on a port nothing serves).
+    action: Literal["reset", "truncate", "html", "redirect"] | None = None
+    retry_after: int | None = None  # seconds, sent as Retry-After with `status` (429, 503)
+    redirect_to: str | None = None
 
     def matches(self, request: HubRequest) -> bool:
         if self.repo_id is not None and self.repo_id != request.repo_id:
@@ -356,6 +364,13 @@ class _Response:
     body: Content = b""
     start: int = 0
     stop: int = 0
+    reset_after: int | None = None  # bytes of body to send before resetting the connection
+
+
+HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head>"
+    b"<body><h1>Welcome</h1><p>Please accept the terms of use to continue.</p></body></html>\n"
+)
 
 
 def _error(status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None) -> _Response:
@@ -443,8 +458,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method == "HEAD":
             return
-        for offset in range(response.start, response.stop, _CHUNK):
-            self.wfile.write(_read(response.body, offset, min(offset + _CHUNK, response.stop)))
+        stop = response.stop if response.reset_after is None else response.start + response.reset_after
+        for offset in range(response.start, stop, _CHUNK):
+            self.wfile.write(_read(response.body, offset, min(offset + _CHUNK, stop)))
+        if response.reset_after is not None:
+            self._reset()
+
+    def _reset(self) -> None:
+        """Abort the connection: SO_LINGER 0 makes close() send a TCP RST, as a dropped link or proxy does."""
+        import socket
+
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
 
 
 class LoopbackHub:
@@ -639,11 +666,26 @@ class LoopbackHub:
             self._stopping.wait(fault.delay_seconds)
         if fault is not None and fault.status is not None:
             message = fault.message or f"Injected fault: HTTP {fault.status}"
-            response = _error(fault.status, fault.error_code, message)
+            retry = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+            response = _error(fault.status, fault.error_code, message, retry)
         else:
             response = self._route(request, token)
+        if fault is not None and fault.action is not None:
+            response = self._misbehave(fault, response, target)
         request.status = response.status
         return response
+
+    def _misbehave(self, fault: Fault, real: _Response, target: str) -> _Response:
+        """Turn the real answer into the fault's misbehaviour."""
+        if fault.action == "html":
+            return _Response(200, {"Content-Type": "text/html; charset=utf-8"}, HTML_PAGE, 0, len(HTML_PAGE))
+        if fault.action == "redirect":
+            elsewhere = fault.redirect_to or f"http://localhost:{_closed_port()}"
+            return _Response(302, {"Location": elsewhere.rstrip("/") + target})
+        half = real.start + (real.stop - real.start) // 2
+        if fault.action == "truncate":
+            return replace(real, stop=half)
+        return replace(real, reset_after=half - real.start)  # "reset"
 
     def _parse(self, method: str, target: str, range_header: str | None) -> HubRequest:
         url = urlsplit(target)
@@ -809,6 +851,15 @@ class LoopbackHub:
         if file is None:
             return _error(404, None, "NoSuchKey: the specified key does not exist.")
         return _content(file.content, file.size, request.range, {"ETag": f'"{file.sha256}"'})
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released): a host that refuses connections."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _json(data: Any) -> _Response:
