@@ -86,7 +86,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
-from . import overheads
+from . import data_reads, overheads
 
 if TYPE_CHECKING:
     import torch
@@ -332,7 +332,7 @@ def _cell_contents(cell) -> Any:
 def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceMeasurement:
     import torch
 
-    tracker = _Tracker(case)
+    tracker = _Tracker(case, reference)
     tracker.add_weights(sim.module)
     for clear in sim.cache_clears:
         clear()
@@ -375,10 +375,11 @@ class _Tracker:
     outputs, and nothing of what happens inside it.
     """
 
-    def __init__(self, case: InferenceCase) -> None:
+    def __init__(self, case: InferenceCase, reference: str = "") -> None:
         from torch.utils._python_dispatch import TorchDispatchMode
 
         self.case = case
+        self.reference = reference
         self.allocator = overheads.CachingAllocatorModel() if case.device == "cuda" else None
         self.current = dict.fromkeys(_CATEGORIES, 0)
         self.total = 0
@@ -418,6 +419,8 @@ class _Tracker:
         import torch
         from torch.utils._pytree import tree_leaves
 
+        if data_reads.is_scalar_read(func):  # .item(), bool(t): no data on meta (data_reads.py)
+            return data_reads.answer_scalar_read(args[0], self.reference)
         out = _run_meta(func, args, kwargs)
         for leaf in tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
