@@ -79,6 +79,7 @@ Known limitations:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 import weakref
@@ -86,7 +87,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
-from . import data_reads, overheads
+from . import data_reads, overheads, ties
 
 if TYPE_CHECKING:
     import torch
@@ -151,6 +152,8 @@ class InferenceMeasurement:
     peak_device_bytes: int  # what the process holds on the card; == peak_allocated_bytes on cpu
     overheads: tuple[tuple[str, int], ...]  # named parts of peak_device_bytes - peak_allocated_bytes
     attention_kernel: str = ""  # "flash", "efficient", "math", "cpu-flash", "eager"; "" without attention
+    # The implementation the model ran: "eager" where `sdpa` was asked of a model without an SDPA path.
+    attn_implementation: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """Return the entry of a model's JSON `"inference"` list."""
@@ -162,6 +165,7 @@ class InferenceMeasurement:
             "temp_bytes": self.temp_bytes,
             "peak_allocated_bytes": self.peak_allocated_bytes,
             "peak_device_bytes": self.peak_device_bytes,
+            "attn_implementation": self.attn_implementation or self.case.attn,
         }
 
 
@@ -222,6 +226,7 @@ class _SimModel:
     by_keyword: bool  # transformers models take `pixel_values=`/`input_ids=`; plain modules a positional input
     num_channels: int
     cache_clears: tuple  # cache_clear of the functools caches in the model's modelling modules
+    implementation: str = ""  # the attention implementation the model runs ("" for a plain module)
 
 
 # Keyed by the (cached, shared) meta model, so entries go when the model does.
@@ -261,23 +266,29 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
 
     sim = copy.deepcopy(model)  # meta tensors: copies no data
     sim.eval()
+    ties.tie_in_place(sim)  # as from_pretrained holds them: a tied tensor once (ties.py)
     _set_attention(sim, implementation, reference)
     dtype = getattr(torch, dtype_name)
     keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for module_name, module in sim.named_modules():
+    recast: dict[int, nn.Parameter] = {}  # by the old parameter's id: tied parameters stay one
+    for module_name, module in sim.named_modules(remove_duplicate=False):
         for name, param in module._parameters.items():
-            if param is not None:
+            if param is not None and id(param) in recast:
+                module._parameters[name] = recast[id(param)]
+            elif param is not None:
                 qualified = f"{module_name}.{name}" if module_name else name
                 cast = param.is_floating_point() and not _keeps_fp32(qualified, keep_fp32)
                 fresh = torch.empty(param.shape, dtype=dtype if cast else param.dtype, device="meta")
-                module._parameters[name] = nn.Parameter(fresh, requires_grad=False)
+                module._parameters[name] = recast[id(param)] = nn.Parameter(fresh, requires_grad=False)
         for name, buf in module._buffers.items():
             if buf is not None:
                 module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
     config = getattr(model, "config", None)
     input_name = getattr(model, "main_input_name", None)
     channels = int(getattr(config, "num_channels", None) or getattr(model, "in_chans", None) or 3)
-    return _SimModel(sim, input_name or "pixel_values", input_name is not None, channels, _model_caches(sim))
+    sim_config = getattr(sim, "config", None)
+    ran = (getattr(sim_config, "_attn_implementation", None) or "eager") if sim_config is not None else ""
+    return _SimModel(sim, input_name or "pixel_values", input_name is not None, channels, _model_caches(sim), ran)
 
 
 def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:
@@ -349,7 +360,7 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
     finally:
         for clear in sim.cache_clears:
             clear()
-    return tracker.measurement()
+    return dataclasses.replace(tracker.measurement(), attn_implementation=sim.implementation or case.attn)
 
 
 def _make_inputs(sim: _SimModel, case: InferenceCase, reference: str) -> dict[str, "torch.Tensor"]:

@@ -34,7 +34,8 @@ def inference_rows(result: ModelResult) -> list[list[str]]:
     rows = []
     for item in result.inference:
         case = item.case
-        head = [case_input(case), str(case.batch_size), case.dtype, case.attn]
+        ran = getattr(item, "attn_implementation", "") or case.attn  # what ran: eager where sdpa is missing
+        head = [case_input(case), str(case.batch_size), case.dtype, ran]
         if isinstance(item, InferenceFailure):
             rows.append(head + ["error", "", "", "", "", item.reason])
             continue

@@ -52,7 +52,8 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
 def model_details(model) -> list[str]:
     """What follows the weights table: the checkpoint, the inference table, and an error that left weights."""
     error = [f"Error: {model.error}"] if model.error and model.weights is not None else []
-    return [*checkpoint_lines(model.checkpoint), *inference_block(model), *error]
+    ties = [f"Note: {note}"] if model.weights is not None and (note := model.weights.tie_note()) else []
+    return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model), *error]
 
 
 def inference_block(model) -> list[str]:

@@ -154,7 +154,7 @@ def compare_case(name: str, size: int, batch: int, dtype: str, attn: str) -> Com
         weights_real=sum(storages.values()),
         weights_simulated=sim.parameter_bytes + sim.buffer_bytes,
         attention=ran,
-        attention_simulated=getattr(sim, "attn_implementation", ""),
+        attention_simulated=sim.attn_implementation,
     )
 
 
