@@ -87,7 +87,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
-from . import data_reads, overheads, ties
+from . import cpu_kernels, data_reads, overheads, ties
 
 if TYPE_CHECKING:
     import torch
@@ -280,9 +280,12 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
                 cast = param.is_floating_point() and not _keeps_fp32(qualified, keep_fp32)
                 fresh = torch.empty(param.shape, dtype=dtype if cast else param.dtype, device="meta")
                 module._parameters[name] = recast[id(param)] = nn.Parameter(fresh, requires_grad=False)
+        # Batch-norm statistics are made in the default dtype, which from_pretrained(dtype=) sets.
+        stats_dtype = dtype if isinstance(module, nn.modules.batchnorm._NormBase) else None
         for name, buf in module._buffers.items():
             if buf is not None:
-                module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
+                cast = stats_dtype if stats_dtype is not None and buf.is_floating_point() else buf.dtype
+                module._buffers[name] = torch.empty(buf.shape, dtype=cast, device="meta")
     config = getattr(model, "config", None)
     input_name = getattr(model, "main_input_name", None)
     channels = int(getattr(config, "num_channels", None) or getattr(model, "in_chans", None) or 3)
@@ -432,11 +435,14 @@ class _Tracker:
 
         if data_reads.is_scalar_read(func):  # .item(), bool(t): no data on meta (data_reads.py)
             return data_reads.answer_scalar_read(args[0], self.reference)
+        held = self._kernel_memory_before(func, args, kwargs)
         out = _run_meta(func, args, kwargs)
         for leaf in tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
                 self._track(leaf, ACTIVATION)
-        self._kernel_memory(func, args, kwargs)
+        for handle in reversed(held):
+            self._free(TEMP, handle)
+        self._kernel_memory(func, args, kwargs, out)
         return out
 
     def measurement(self) -> InferenceMeasurement:
@@ -503,7 +509,7 @@ class _Tracker:
         self.total -= size
 
     # -- kernels' own memory --------------------------------------------------------------------
-    def _kernel_memory(self, func, args: tuple, kwargs: dict) -> None:
+    def _kernel_memory(self, func, args: tuple, kwargs: dict, out: Any = None) -> None:
         import torch
 
         aten = torch.ops.aten
@@ -517,12 +523,25 @@ class _Tracker:
             self._transient(_layer_norm_temps(args, cuda))
         if packet is aten.matmul:
             self._transient(_matmul_temps(*args[:2]))
+        if packet in (aten.max_pool2d, aten.adaptive_avg_pool2d):
+            self._transient(cpu_kernels.pooling_temps(func, args[0], out, cuda))
         if cuda and packet in _gemm_ops():
             # cuBLAS takes its workspace on the first GEMM; a GEMM with a bias epilogue
             # (addmm, linear with a bias) goes through cuBLASLt, which takes its own.
             self._persistent("cublas", overheads.CUBLAS_WORKSPACE_BYTES)
             if packet is aten.addmm or (packet is aten.linear and len(args) > 2 and args[2] is not None):
                 self._persistent("cublaslt", overheads.CUBLASLT_WORKSPACE_BYTES)
+
+    def _kernel_memory_before(self, func, args: tuple, kwargs: dict) -> list:
+        """Allocate what a kernel takes before its output; return the handles it holds past the output."""
+        transient, held = _kernel_copies(self.case, func, args, kwargs)
+        if not transient and not held:
+            return []
+        handles = [self._alloc(size, TEMP) for size in transient]
+        kept = [self._alloc(size, TEMP) for size in held]
+        for handle in reversed(handles):
+            self._free(TEMP, handle)
+        return kept
 
     def _transient(self, sizes: list[int]) -> None:
         handles = [self._alloc(size, TEMP) for size in sizes]
@@ -533,6 +552,21 @@ class _Tracker:
         if key not in self._workspaces:
             self._workspaces.add(key)
             self._alloc(nbytes, TEMP)
+
+
+def _kernel_copies(case: InferenceCase, func, args: tuple, kwargs: dict) -> tuple[list[int], list[int]]:
+    """(transient, held) copies a kernel makes of its operands before its output (cpu_kernels.py)."""
+    import torch
+
+    aten = torch.ops.aten
+    packet = func._overloadpacket
+    if packet is aten.softmax:
+        dtype = args[2] if len(args) > 2 else kwargs.get("dtype")
+        return [], cpu_kernels.softmax_copies(args[0], dtype, case.device == "cuda")
+    if case.device == "cpu" and packet is aten.conv2d:
+        conv = cpu_kernels.conv_arguments(args, kwargs)
+        return cpu_kernels.conv_copies(*conv) if conv is not None else ([], [])
+    return [], []
 
 
 def _gemm_ops() -> tuple:

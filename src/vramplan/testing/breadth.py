@@ -48,7 +48,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mobilenet_v1": dict(model_type="mobilenet_v1", depth_multiplier=0.25),
     "mobilenet_v2": dict(model_type="mobilenet_v2", depth_multiplier=0.35),
     "efficientnet": dict(model_type="efficientnet", width_coefficient=0.25, depth_coefficient=0.25,
-                         hidden_dim=256),
+                         hidden_dim=320),
     "resnet": dict(model_type="resnet", embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
     "regnet": dict(model_type="regnet", embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
                    groups_width=8),
