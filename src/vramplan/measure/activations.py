@@ -264,7 +264,7 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     import torch
     import torch.nn as nn
 
-    sim = copy.deepcopy(model)  # meta tensors: copies no data
+    sim = _rebuilt_with(model, implementation) or copy.deepcopy(model)  # meta tensors: copies no data
     sim.eval()
     ties.tie_in_place(sim)  # as from_pretrained holds them: a tied tensor once (ties.py)
     _set_attention(sim, implementation, reference)
@@ -292,6 +292,27 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     sim_config = getattr(sim, "config", None)
     ran = (getattr(sim_config, "_attn_implementation", None) or "eager") if sim_config is not None else ""
     return _SimModel(sim, input_name or "pixel_values", input_name is not None, channels, _model_caches(sim), ran)
+
+
+def _rebuilt_with(model: "nn.Module", implementation: str) -> "nn.Module | None":
+    """Build the model again where its attention classes are picked at construction, else None.
+
+    Some modelling files (SAM, BARK, GPT-Neo, Falcon...) choose an attention class from a
+    `*_ATTENTION_CLASSES` dict in `__init__`; `set_attn_implementation` cannot swap those, so the
+    model is rebuilt on meta with the implementation, as from_pretrained(attn_implementation=) does.
+    """
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) == implementation:
+        return None
+    modules = {sys.modules.get(type(m).__module__) for m in model.modules()}
+    if not any(name.endswith("ATTENTION_CLASSES") for mod in modules if mod for name in vars(mod)):
+        return None
+    from accelerate import init_empty_weights
+
+    from ..build import _skip_weight_init
+
+    with init_empty_weights(), _skip_weight_init():
+        return type(model)._from_config(copy.deepcopy(config), attn_implementation=implementation)
 
 
 def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:

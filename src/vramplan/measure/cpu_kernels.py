@@ -32,7 +32,7 @@ Known limitations:
       convolutions (im2col into `finput`) is not modelled: the oneDNN figures are used.
     - oneDNN's bfloat16 matmul scratch (tens to a couple of hundred KB per call, freed at once)
       is not modelled.
-    - Channels-last inputs (no reorder) are treated as contiguous: counted high.
+    - Channels-last inputs are recognised by their strides; the weight reorder is counted unpadded.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int]
     out_hw = ho * wo
     threads = torch.get_num_threads()
     depthwise = groups > 1 and cin_g == 1 and cout == cin
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # channels-last: oneDNN reads the input and writes the output in place; only the weight
+        # is reordered, beside the output (Conv.cpp: "input view ... weight reorder ... output view")
+        return [], [w.numel() * es]
     if groups > 1 and not depthwise and (cin_g % 8 or (cout // groups) % 8):
         # gemm convolution: im2col of one image and group per thread; the output computed in place
         scratch = threads * cin_g * kh * kw * out_hw * 4 + _SCRATCH_PAD
