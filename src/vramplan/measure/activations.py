@@ -544,6 +544,8 @@ class _Tracker:
             self._transient(_layer_norm_temps(args, cuda))
         if packet is aten.matmul:
             self._transient(_matmul_temps(*args[:2]))
+        if not cuda and packet is aten.linear:
+            self._transient(cpu_kernels.bf16_linear_scratch(args[0], args[1]))
         if packet in (aten.max_pool2d, aten.adaptive_avg_pool2d):
             self._transient(cpu_kernels.pooling_temps(func, args[0], out, cuda))
         if cuda and packet in _gemm_ops():

@@ -30,8 +30,8 @@ Known limitations:
       blocks on AVX2). AMX machines (bfloat16 on Sapphire Rapids) pick other kernels.
     - The slow (non-oneDNN) path PyTorch takes for some single-image, single-thread float32
       convolutions (im2col into `finput`) is not modelled: the oneDNN figures are used.
-    - oneDNN's bfloat16 matmul scratch (tens to a couple of hundred KB per call, freed at once)
-      is not modelled.
+    - oneDNN's bfloat16 matmul scratch is modelled for `linear` (fitted on AVX-512-BF16); other
+      bfloat16 GEMMs (eager attention's batched products) take none in the shapes tried.
     - Channels-last inputs are recognised by their strides; the weight reorder is counted unpadded.
 """
 
@@ -93,6 +93,22 @@ def softmax_copies(x, dtype, cuda: bool) -> list[int]:
     if dtype is None or dtype == x.dtype or (cuda and x.dtype == torch.float16 and dtype == torch.float32):
         return []
     return [x.numel() * torch.empty((), dtype=dtype, device="meta").element_size()]
+
+
+def bf16_linear_scratch(x, w) -> list[int]:
+    """oneDNN's scratchpad for a bfloat16 `linear` on CPU, allocated after the output and freed at once.
+
+    oneDNN's brgemm matmul (`src/cpu/x64/matmul/brgemm_matmul.cpp`) accumulates bfloat16 products
+    in a float32 C buffer (capped at 32K elements) and packs B in blocks of 64 columns; sizes
+    fitted to the CPU allocator's stream on AVX-512-BF16 (exact for every shape tried).
+    """
+    import torch
+
+    if x.dtype != torch.bfloat16 or w.dim() != 2:
+        return []
+    n, k = w.shape
+    m = x.numel() // max(1, k)
+    return [min(4 * m * n, 128 * 1024) + 4 * k * min(n, 64) + 1536 + _SCRATCH_PAD]
 
 
 def pooling_temps(func, x, out, cuda: bool) -> list[int]:
