@@ -27,8 +27,8 @@ Design notes:
   tensors (`THPVariable_getitem` takes a CUDA device guard such a build lacks), so the target
   device could not be simulated as a device anyway. The tensors' device is "meta" whatever the
   target; what depends on the target (attention kernel, allocator, cuBLAS workspaces) is
-  decided here. Operators a meta tensor cannot run (`.item()`, `nonzero`) raise, as they would
-  on fake tensors, and the model gets a `SimulationError` with the reason.
+  decided here. Operators a meta tensor cannot run (`nonzero`, a number `.item()`) raise, as they
+  would on fake tensors, and the model gets a `SimulationError` with the reason.
 - Not MemTracker itself: it keeps category totals, not the ordered stream of allocations a
   caching-allocator replay needs, and it does not see inside kernels. Its categories and its
   weak-reference bookkeeping are reused.
@@ -59,13 +59,18 @@ allocations:
 
 Other kernels' own memory: LayerNorm's mean and rstd; the copy `matmul` makes of an operand it
 cannot reshape as a view (eager attention's transposed `value`); on CUDA, the cuBLAS workspace on
-the first GEMM and the cuBLASLt one on the first GEMM with a bias.
+the first GEMM and the cuBLASLt one on the first GEMM with a bias. `cpu_kernels.py` adds softmax's
+converted input (`softmax(x, dtype=float32)` of half scores; not for CUDA float16, which is fused)
+and max-pooling's dropped int64 indices on both targets, and on CPU oneDNN's convolution layout
+copies and scratchpads, its bfloat16 `linear` scratchpad and half adaptive pooling's float32 copy.
+
+Tied weights are tied on the copy as `from_pretrained` ties them (`ties.py`); boolean value reads
+(`.item()`, `bool(t)`) are answered as the zero inputs would answer them (`data_reads.py`).
 
 Known limitations:
     - Kernel workspaces other than those above are not modelled: cuDNN convolution workspaces
-      (their size depends on the algorithm cuDNN picks on the device); on CPU, oneDNN's scratch
-      buffers for bfloat16/float16 GEMMs (tens to hundreds of KB, freed at once) and the flash
-      kernel's K/V packing on AMX CPUs.
+      (their size depends on the algorithm cuDNN picks on the device; not checked on a GPU); on
+      CPU, oneDNN's float16 GEMM scratch and the flash kernel's K/V packing on AMX CPUs.
     - The simulated device has unlimited memory: near its capacity the real allocator frees
       cached segments and retries, so its reserved memory stays lower than simulated.
     - Modelling code that branches on `tensor.device.type == "cuda"` takes its other branch.
@@ -348,7 +353,12 @@ def _model_caches(module: "nn.Module") -> tuple:
     names = {type(m).__module__ for m in module.modules()}
     clears = []
     for name in sorted(n for n in names if not n.startswith("torch.")):
-        for obj in vars(sys.modules.get(name, object())).values():
+        objects = list(vars(sys.modules.get(name, object())).values())
+        # methods too: BEiT caches its relative position index in a class-level lru_cache
+        objects += [attr for obj in objects if isinstance(obj, type) and obj.__module__ == name
+                    for attr in vars(obj).values()]
+        for obj in objects:
+            obj = getattr(obj, "__func__", obj)  # staticmethod / classmethod
             candidates = [obj] + [_cell_contents(c) for c in getattr(obj, "__closure__", None) or ()]
             clears.extend(c.cache_clear for c in candidates if callable(getattr(c, "cache_clear", None)))
     return tuple(clears)

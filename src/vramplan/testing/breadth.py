@@ -114,6 +114,16 @@ class Comparison:
         return (self.simulated - self.real) / self.real if self.real else 0.0
 
 
+TEXT = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "deberta-v2", "electra", "modernbert", "gpt2",
+                  "gpt2_pad", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "opt", "bart", "t5"})
+AUDIO = frozenset({"wav2vec2", "whisper"})
+
+
+def is_text(name: str) -> bool:
+    """Say whether the architecture's case size is a length (text, audio) rather than pixels."""
+    return name in TEXT or name in AUDIO
+
+
 def case_config(name: str, size: int) -> dict[str, Any]:
     """The architecture's config for a case of this size (vision configs carry their image size)."""
     from transformers import CONFIG_MAPPING
