@@ -83,8 +83,10 @@ Known limitations:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import logging
 import math
 import sys
 import weakref
@@ -383,7 +385,7 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
         clear()
     try:
         # torch.device("meta"): factory calls that name no device make meta tensors too.
-        with torch.device("meta"), tracker, torch.inference_mode():
+        with torch.device("meta"), tracker, torch.inference_mode(), _quiet_transformers():
             inputs = _make_inputs(sim, case, reference)
             output = sim.module(**inputs) if sim.by_keyword else sim.module(*inputs.values())
             del output, inputs
@@ -395,6 +397,18 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
         for clear in sim.cache_clears:
             clear()
     return dataclasses.replace(tracker.measurement(), attn_implementation=sim.implementation or case.attn)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' warnings about the inputs (the padding warning): they are ours, not the user's."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _make_inputs(sim: _SimModel, case: InferenceCase, reference: str) -> dict[str, "torch.Tensor"]:
