@@ -166,7 +166,7 @@ def test_json_entry_has_the_documented_fields(vit):
     assert entry["image_size"] == [224, 224]
     assert set(entry) == {
         "image_size", "batch_size", "dtype", "attn", "device", "parameter_bytes", "buffer_bytes",
-        "activation_bytes", "temp_bytes", "peak_allocated_bytes", "peak_device_bytes",
+        "activation_bytes", "temp_bytes", "peak_allocated_bytes", "peak_device_bytes", "attn_implementation",
     }
     assert all(isinstance(entry[k], int) for k in entry if k.endswith("_bytes"))
 

@@ -27,8 +27,8 @@ Design notes:
   tensors (`THPVariable_getitem` takes a CUDA device guard such a build lacks), so the target
   device could not be simulated as a device anyway. The tensors' device is "meta" whatever the
   target; what depends on the target (attention kernel, allocator, cuBLAS workspaces) is
-  decided here. Operators a meta tensor cannot run (`.item()`, `nonzero`) raise, as they would
-  on fake tensors, and the model gets a `SimulationError` with the reason.
+  decided here. Operators a meta tensor cannot run (`nonzero`, a number `.item()`) raise, as they
+  would on fake tensors, and the model gets a `SimulationError` with the reason.
 - Not MemTracker itself: it keeps category totals, not the ordered stream of allocations a
   caching-allocator replay needs, and it does not see inside kernels. Its categories and its
   weak-reference bookkeeping are reused.
@@ -59,13 +59,18 @@ allocations:
 
 Other kernels' own memory: LayerNorm's mean and rstd; the copy `matmul` makes of an operand it
 cannot reshape as a view (eager attention's transposed `value`); on CUDA, the cuBLAS workspace on
-the first GEMM and the cuBLASLt one on the first GEMM with a bias.
+the first GEMM and the cuBLASLt one on the first GEMM with a bias. `cpu_kernels.py` adds softmax's
+converted input (`softmax(x, dtype=float32)` of half scores; not for CUDA float16, which is fused)
+and max-pooling's dropped int64 indices on both targets, and on CPU oneDNN's convolution layout
+copies and scratchpads, its bfloat16 `linear` scratchpad and half adaptive pooling's float32 copy.
+
+Tied weights are tied on the copy as `from_pretrained` ties them (`ties.py`); boolean value reads
+(`.item()`, `bool(t)`) are answered as the zero inputs would answer them (`data_reads.py`).
 
 Known limitations:
     - Kernel workspaces other than those above are not modelled: cuDNN convolution workspaces
-      (their size depends on the algorithm cuDNN picks on the device); on CPU, oneDNN's scratch
-      buffers for bfloat16/float16 GEMMs (tens to hundreds of KB, freed at once) and the flash
-      kernel's K/V packing on AMX CPUs.
+      (their size depends on the algorithm cuDNN picks on the device; not checked on a GPU); on
+      CPU, oneDNN's float16 GEMM scratch and the flash kernel's K/V packing on AMX CPUs.
     - The simulated device has unlimited memory: near its capacity the real allocator frees
       cached segments and retries, so its reserved memory stays lower than simulated.
     - Modelling code that branches on `tensor.device.type == "cuda"` takes its other branch.
@@ -78,7 +83,10 @@ Known limitations:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import logging
 import math
 import sys
 import weakref
@@ -86,7 +94,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
-from . import overheads
+from . import cpu_kernels, data_reads, overheads, ties
 from .inputs import InputPlan, fit_image_size, make_inputs, plan_inputs
 
 if TYPE_CHECKING:
@@ -159,6 +167,8 @@ class InferenceMeasurement:
     peak_device_bytes: int  # what the process holds on the card; == peak_allocated_bytes on cpu
     overheads: tuple[tuple[str, int], ...]  # named parts of peak_device_bytes - peak_allocated_bytes
     attention_kernel: str = ""  # "flash", "efficient", "math", "cpu-flash", "eager"; "" without attention
+    # The implementation the model ran: "eager" where `sdpa` was asked of a model without an SDPA path.
+    attn_implementation: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """Return the entry of a model's JSON `"inference"` list."""
@@ -170,6 +180,7 @@ class InferenceMeasurement:
             "temp_bytes": self.temp_bytes,
             "peak_allocated_bytes": self.peak_allocated_bytes,
             "peak_device_bytes": self.peak_device_bytes,
+            "attn_implementation": self.attn_implementation or self.case.attn,
         }
 
 
@@ -228,6 +239,7 @@ class _SimModel:
     module: "nn.Module"
     inputs: InputPlan  # what its forward takes (measure/inputs.py)
     cache_clears: tuple  # cache_clear of the functools caches in the model's modelling modules
+    implementation: str = ""  # the attention implementation the model runs ("" for a plain module)
 
 
 # Keyed by the (cached, shared) meta model, so entries go when the model does.
@@ -265,22 +277,52 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     import torch
     import torch.nn as nn
 
-    sim = copy.deepcopy(model)  # meta tensors: copies no data
+    sim = _rebuilt_with(model, implementation) or copy.deepcopy(model)  # meta tensors: copies no data
     sim.eval()
+    ties.tie_in_place(sim)  # as from_pretrained holds them: a tied tensor once (ties.py)
     _set_attention(sim, implementation, reference)
     dtype = getattr(torch, dtype_name)
     keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for module_name, module in sim.named_modules():
+    recast: dict[int, nn.Parameter] = {}  # by the old parameter's id: tied parameters stay one
+    for module_name, module in sim.named_modules(remove_duplicate=False):
         for name, param in module._parameters.items():
-            if param is not None:
+            if param is not None and id(param) in recast:
+                module._parameters[name] = recast[id(param)]
+            elif param is not None:
                 qualified = f"{module_name}.{name}" if module_name else name
                 cast = param.is_floating_point() and not _keeps_fp32(qualified, keep_fp32)
                 fresh = torch.empty(param.shape, dtype=dtype if cast else param.dtype, device="meta")
-                module._parameters[name] = nn.Parameter(fresh, requires_grad=False)
+                module._parameters[name] = recast[id(param)] = nn.Parameter(fresh, requires_grad=False)
+        # Batch-norm statistics are made in the default dtype, which from_pretrained(dtype=) sets.
+        stats_dtype = dtype if isinstance(module, nn.modules.batchnorm._NormBase) else None
         for name, buf in module._buffers.items():
             if buf is not None:
-                module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
-    return _SimModel(sim, plan_inputs(model), _model_caches(sim))
+                cast = stats_dtype if stats_dtype is not None and buf.is_floating_point() else buf.dtype
+                module._buffers[name] = torch.empty(buf.shape, dtype=cast, device="meta")
+    sim_config = getattr(sim, "config", None)
+    ran = (getattr(sim_config, "_attn_implementation", None) or "eager") if sim_config is not None else ""
+    return _SimModel(sim, plan_inputs(model), _model_caches(sim), ran)
+
+
+def _rebuilt_with(model: "nn.Module", implementation: str) -> "nn.Module | None":
+    """Build the model again where its attention classes are picked at construction, else None.
+
+    Some modelling files (SAM, BARK, GPT-Neo, Falcon...) choose an attention class from a
+    `*_ATTENTION_CLASSES` dict in `__init__`; `set_attn_implementation` cannot swap those, so the
+    model is rebuilt on meta with the implementation, as from_pretrained(attn_implementation=) does.
+    """
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) == implementation:
+        return None
+    modules = {sys.modules.get(type(m).__module__) for m in model.modules()}
+    if not any(name.endswith("ATTENTION_CLASSES") for mod in modules if mod for name in vars(mod)):
+        return None
+    from accelerate import init_empty_weights
+
+    from ..build import _skip_weight_init
+
+    with init_empty_weights(), _skip_weight_init():
+        return type(model)._from_config(copy.deepcopy(config), attn_implementation=implementation)
 
 
 def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:
@@ -322,7 +364,12 @@ def _model_caches(module: "nn.Module") -> tuple:
     }
     clears = []
     for name in sorted(n for n in namespaces if not n.startswith("torch.")):
-        for obj in list(namespaces[name].values()):
+        objects = list(namespaces[name].values())
+        # methods too: BEiT caches its relative position index in a class-level lru_cache
+        objects += [attr for obj in objects if isinstance(obj, type) and obj.__module__ == name
+                    for attr in vars(obj).values()]
+        for obj in objects:
+            obj = getattr(obj, "__func__", obj)  # staticmethod / classmethod
             candidates = [obj] + [_cell_contents(c) for c in getattr(obj, "__closure__", None) or ()]
             clears.extend(c.cache_clear for c in candidates if callable(getattr(c, "cache_clear", None)))
     return tuple(clears)
@@ -341,14 +388,14 @@ def _cell_contents(cell) -> Any:
 def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceMeasurement:
     import torch
 
-    tracker = _Tracker(case)
+    tracker = _Tracker(case, reference)
     fit_image_size(sim.module, case, reference)
     tracker.add_weights(sim.module)
     for clear in sim.cache_clears:
         clear()
     try:
         # torch.device("meta"): factory calls that name no device make meta tensors too.
-        with torch.device("meta"), tracker, torch.inference_mode():
+        with torch.device("meta"), tracker, torch.inference_mode(), _quiet_transformers():
             args, kwargs = make_inputs(sim.inputs, case, reference)
             output = sim.module(*args, **kwargs)
             del output, args, kwargs
@@ -359,7 +406,19 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
     finally:
         for clear in sim.cache_clears:
             clear()
-    return tracker.measurement()
+    return dataclasses.replace(tracker.measurement(), attn_implementation=sim.implementation or case.attn)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' warnings about the inputs (the padding warning): they are ours, not the user's."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _Tracker:
@@ -369,10 +428,11 @@ class _Tracker:
     outputs, and nothing of what happens inside it.
     """
 
-    def __init__(self, case: InferenceCase) -> None:
+    def __init__(self, case: InferenceCase, reference: str = "") -> None:
         from torch.utils._python_dispatch import TorchDispatchMode
 
         self.case = case
+        self.reference = reference
         self.allocator = overheads.CachingAllocatorModel() if case.device == "cuda" else None
         self.current = dict.fromkeys(_CATEGORIES, 0)
         self.total = 0
@@ -412,11 +472,16 @@ class _Tracker:
         import torch
         from torch.utils._pytree import tree_leaves
 
+        if data_reads.is_scalar_read(func):  # .item(), bool(t): no data on meta (data_reads.py)
+            return data_reads.answer_scalar_read(args[0], self.reference)
+        held = self._kernel_memory_before(func, args, kwargs)
         out = _run_meta(func, args, kwargs)
         for leaf in tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
                 self._track(leaf, ACTIVATION)
-        self._kernel_memory(func, args, kwargs)
+        for handle in reversed(held):
+            self._free(TEMP, handle)
+        self._kernel_memory(func, args, kwargs, out)
         return out
 
     def measurement(self) -> InferenceMeasurement:
@@ -483,7 +548,7 @@ class _Tracker:
         self.total -= size
 
     # -- kernels' own memory --------------------------------------------------------------------
-    def _kernel_memory(self, func, args: tuple, kwargs: dict) -> None:
+    def _kernel_memory(self, func, args: tuple, kwargs: dict, out: Any = None) -> None:
         import torch
 
         aten = torch.ops.aten
@@ -497,12 +562,27 @@ class _Tracker:
             self._transient(_layer_norm_temps(args, cuda))
         if packet is aten.matmul:
             self._transient(_matmul_temps(*args[:2]))
+        if not cuda and packet is aten.linear:
+            self._transient(cpu_kernels.bf16_linear_scratch(args[0], args[1]))
+        if packet in (aten.max_pool2d, aten.adaptive_avg_pool2d):
+            self._transient(cpu_kernels.pooling_temps(func, args[0], out, cuda))
         if cuda and packet in _gemm_ops():
             # cuBLAS takes its workspace on the first GEMM; a GEMM with a bias epilogue
             # (addmm, linear with a bias) goes through cuBLASLt, which takes its own.
             self._persistent("cublas", overheads.CUBLAS_WORKSPACE_BYTES)
             if packet is aten.addmm or (packet is aten.linear and len(args) > 2 and args[2] is not None):
                 self._persistent("cublaslt", overheads.CUBLASLT_WORKSPACE_BYTES)
+
+    def _kernel_memory_before(self, func, args: tuple, kwargs: dict) -> list:
+        """Allocate what a kernel takes before its output; return the handles it holds past the output."""
+        transient, held = _kernel_copies(self.case, func, args, kwargs)
+        if not transient and not held:
+            return []
+        handles = [self._alloc(size, TEMP) for size in transient]
+        kept = [self._alloc(size, TEMP) for size in held]
+        for handle in reversed(handles):
+            self._free(TEMP, handle)
+        return kept
 
     def _transient(self, sizes: list[int]) -> None:
         handles = [self._alloc(size, TEMP) for size in sizes]
@@ -513,6 +593,21 @@ class _Tracker:
         if key not in self._workspaces:
             self._workspaces.add(key)
             self._alloc(nbytes, TEMP)
+
+
+def _kernel_copies(case: InferenceCase, func, args: tuple, kwargs: dict) -> tuple[list[int], list[int]]:
+    """(transient, held) copies a kernel makes of its operands before its output (cpu_kernels.py)."""
+    import torch
+
+    aten = torch.ops.aten
+    packet = func._overloadpacket
+    if packet is aten.softmax:
+        dtype = args[2] if len(args) > 2 else kwargs.get("dtype")
+        return [], cpu_kernels.softmax_copies(args[0], dtype, case.device == "cuda")
+    if case.device == "cpu" and packet is aten.conv2d:
+        conv = cpu_kernels.conv_arguments(args, kwargs)
+        return cpu_kernels.conv_copies(*conv) if conv is not None else ([], [])
+    return [], []
 
 
 def _gemm_ops() -> tuple:

@@ -3,6 +3,11 @@
 accelerate's `calculate_maximum_sizes` sizes the model (the largest layer honours
 `_no_split_modules`) and its `estimate_training_usage` gives "Training using Adam". The only
 step accelerate keeps inside its CLI is the per-dtype division, repeated here as it is there.
+
+Tied weights are counted once, as a loaded model holds them (`ties.py`): for a model whose empty
+build leaves them untied (BART, T5) the table differs from accelerate's, and the estimate keeps
+accelerate's own total (`accelerate_total_bytes`) for a note. For every other model the figures
+are accelerate's, to the byte.
 """
 
 from __future__ import annotations
@@ -39,6 +44,21 @@ class WeightsEstimate:
     buffer_count: int
     rows: tuple[DtypeWeights, ...]
     no_split_modules: tuple[str, ...] = ()  # the model's _no_split_modules: then Largest Layer is a whole block
+    # Set only where tying changes the figures: what `accelerate estimate-memory` prints (float32
+    # total, untied) and the (tied name, name it shares with) pairs.
+    accelerate_total_bytes: int | None = None
+    tied: tuple[tuple[str, str], ...] = ()
+
+    def tie_note(self) -> str | None:
+        """Say how the table differs from accelerate's because tied weights are counted once."""
+        if self.accelerate_total_bytes is None:
+            return None
+        from accelerate.utils import convert_bytes
+
+        names = ", ".join(f"{name} = {source}" for name, source in self.tied)
+        return (f"Tied weights counted once, as from_pretrained holds them ({names}): float32 total "
+                f"{convert_bytes(self.total_bytes)}; `accelerate estimate-memory` builds them untied and prints "
+                f"{convert_bytes(self.accelerate_total_bytes)}")
 
     def row(self, dtype: str) -> DtypeWeights:
         for row in self.rows:
@@ -48,10 +68,15 @@ class WeightsEstimate:
 
 
 def measure_weights(model: "nn.Module", dtypes: tuple[str, ...] = DTYPES) -> WeightsEstimate:
-    """Size a meta-device model as `accelerate estimate-memory` does, for each dtype."""
+    """Size a meta-device model as `accelerate estimate-memory` does, for each dtype, tied weights once."""
     from accelerate.utils import calculate_maximum_sizes
 
-    total, (largest, largest_names) = calculate_maximum_sizes(model)
+    from .ties import tied_copy
+
+    tied, pairs = tied_copy(model)
+    total, (largest, largest_names) = calculate_maximum_sizes(tied)
+    accelerate_total = int(calculate_maximum_sizes(model)[0]) if tied is not model else None
+    model = tied
     return WeightsEstimate(
         total_bytes=int(total),
         largest_layer_bytes=int(largest),
@@ -60,6 +85,8 @@ def measure_weights(model: "nn.Module", dtypes: tuple[str, ...] = DTYPES) -> Wei
         buffer_count=sum(b.numel() for b in model.buffers()),
         rows=tuple(weights_row(total, largest, dtype) for dtype in dtypes),
         no_split_modules=tuple(sorted(getattr(model, "_no_split_modules", None) or ())),  # a set in some versions
+        accelerate_total_bytes=accelerate_total if accelerate_total != int(total) else None,
+        tied=pairs if accelerate_total is not None else (),
     )
 
 

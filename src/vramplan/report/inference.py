@@ -36,7 +36,8 @@ def inference_rows(result: ModelResult) -> list[list[str]]:
     rows = []
     for item in result.inference:
         case = item.case
-        head = [case_input(case), str(case.batch_size), case.dtype, case.attn]
+        ran = getattr(item, "attn_implementation", "") or case.attn  # what ran: eager where sdpa is missing
+        head = [case_input(case), str(case.batch_size), case.dtype, ran]
         if isinstance(item, InferenceFailure):  # the reason follows the table, once
             rows.append(head + [ERROR_CELL, "", "", "", "", ""])
             continue

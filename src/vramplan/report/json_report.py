@@ -48,6 +48,8 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
     }
     if result.weights is not None:
         entry["parameters"] = result.weights.parameter_count
+        if result.weights.accelerate_total_bytes is not None:  # tied weights: accelerate counts them apart
+            entry["accelerate_total_bytes"] = result.weights.accelerate_total_bytes
     entry["source"] = result.source
     entry["checkpoint"] = checkpoint_json(result.checkpoint)
     if result.inference:

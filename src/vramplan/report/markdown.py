@@ -37,7 +37,8 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
     if model.weights is None:
         return lines + [f"Error: {_escape(model.error or '')}", ""]
     rows = [weights_cells(row) for row in model.weights.rows]
-    notes = [f"- {_escape(line)}" for line in checkpoint_lines(model.checkpoint)]
+    ties = [f"Note: {note}"] if (note := model.weights.tie_note()) else []
+    notes = [f"- {_escape(line)}" for line in ties + checkpoint_lines(model.checkpoint)]
     out = lines + _table(list(HEADERS), rows) + [""] + (notes + [""] if notes else [])
     if model.inference:
         out += [f"{inference_title(model)}:", "", *_table(list(INFERENCE_HEADERS), inference_rows(model)), ""]

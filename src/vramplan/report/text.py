@@ -93,7 +93,8 @@ def largest_layer_note(model) -> list[str]:
 def model_details(model, width: int = 100) -> list[str]:
     """What follows the weights table: the checkpoint, the inference table, and each error that left weights."""
     errors = [f"Error: {reason}" for reason in failure_reasons(model)] if model.weights is not None else []
-    return [*checkpoint_lines(model.checkpoint), *inference_block(model, width), *errors]
+    ties = [f"Note: {note}"] if model.weights is not None and (note := model.weights.tie_note()) else []
+    return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model, width), *errors]
 
 
 def inference_block(model, width: int = 100) -> list[str]:

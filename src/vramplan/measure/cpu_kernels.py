@@ -1,0 +1,162 @@
+"""What kernels allocate for themselves: oneDNN convolution copies, float32 softmax, pooling indices.
+
+Each function returns the sizes a kernel allocates beside the output the simulation already
+counts, in the order the kernel allocates them, as (transient, held): `transient` buffers are
+freed before the kernel's output is allocated, `held` ones after it. The figures were read from
+the sources named below and checked, operator by operator, against the CPU allocator's stream of
+allocations (`torch.profiler`, `profile_memory=True`) on an AVX-512 Xeon (torch 2.13 CPU build).
+
+Convolution (`aten/src/ATen/native/mkldnn/Conv.cpp`, `_mkldnn_convolution`, see its note
+"MKLDNN Convolution Memory Formats"): for a contiguous (NCHW) input, oneDNN reorders the input
+and the weight into its blocked layout (channels padded to the ISA's block: 16 on AVX-512, 8 on
+AVX2), computes into a blocked output, and `mkldnn_to_dense` copies that into the dense output
+PyTorch returns. So the kernel holds, at its peak, the input copy, the weight copy and the
+blocked output; then the blocked output beside the dense one. Exceptions, as oneDNN picks its
+implementation (`src/cpu/x64/jit_avx512_core_*conv*`, `gemm_convolution.cpp`):
+
+- a first layer (one group, fewer input channels than a block, a kernel larger than 1x1: RGB
+  stems and patch embeddings) reads the plain input: no input copy; in bfloat16 its weight's input channels are padded to 4;
+- a grouped convolution whose channels per group are not a multiple of 8 runs oneDNN's gemm
+  convolution: an im2col scratchpad per thread and no layout copies;
+- 1x1 convolutions take a per-thread scratchpad: the strided input gathered when the stride is
+  above 1, and a float32 accumulator for bfloat16 outputs;
+- depthwise convolutions in bfloat16, or with channels off the block, pad their bias in float32.
+
+oneDNN's scratchpads carry 128 bytes besides (seen in every one of them).
+
+Known limitations:
+    - Block sizes and implementations are oneDNN's choice for the CPU it runs on; the sizes are
+      those of an AVX-512 machine (`torch.backends.cpu.get_cpu_capability()` picks 8-channel
+      blocks on AVX2). AMX machines (bfloat16 on Sapphire Rapids) pick other kernels.
+    - The slow (non-oneDNN) path PyTorch takes for some single-image, single-thread float32
+      convolutions (im2col into `finput`) is not modelled: the oneDNN figures are used.
+    - oneDNN's bfloat16 matmul scratch is modelled for `linear` (fitted on AVX-512-BF16); other
+      bfloat16 GEMMs (eager attention's batched products) take none in the shapes tried.
+    - Channels-last inputs are recognised by their strides; the weight reorder is counted unpadded.
+"""
+
+from __future__ import annotations
+
+_SCRATCH_PAD = 128  # oneDNN scratchpads are 128 bytes larger than their parts
+
+
+def conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int], list[int]]:
+    """(transient, held) sizes of a 2-D oneDNN convolution of a contiguous input on the CPU."""
+    import torch
+
+    if x.dim() != 4 or w.dim() != 4 or x.dtype not in (torch.float32, torch.bfloat16):
+        return [], []
+    es = x.element_size()
+    block = _block()
+    n, cin, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
+    ho, wo = _conv_out(h, kh, stride[0], padding[0], dilation[0]), _conv_out(wd, kw, stride[1], padding[1], dilation[1])
+    out_hw = ho * wo
+    threads = torch.get_num_threads()
+    depthwise = groups > 1 and cin_g == 1 and cout == cin
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # channels-last: oneDNN reads the input and writes the output in place; only the weight
+        # is reordered, beside the output (Conv.cpp: "input view ... weight reorder ... output view")
+        return [], [w.numel() * es]
+    if groups > 1 and not depthwise and (cin_g % 8 or (cout // groups) % 8):
+        # gemm convolution: im2col of one image and group per thread; the output computed in place
+        scratch = threads * cin_g * kh * kw * out_hw * 4 + _SCRATCH_PAD
+        return [scratch], [n * cout * out_hw * es]
+    transient = []
+    if kh == kw == 1 and groups == 1 and (stride[0] > 1 or stride[1] > 1 or x.dtype == torch.bfloat16):
+        gathered = cin * out_hw * es if (stride[0] > 1 or stride[1] > 1) else 0
+        accumulator = cout * out_hw * 4 if x.dtype == torch.bfloat16 else 0
+        transient.append(threads * (gathered + accumulator) + _SCRATCH_PAD)
+    if depthwise and (x.dtype == torch.bfloat16 or cin % block):
+        transient.append(_pad(cin, block) * 4 + _SCRATCH_PAD)
+    first_layer = groups == 1 and cin < block and kh * kw > 1  # 1x1 kernels block every input
+    if not first_layer:
+        transient.append(n * _pad(cin, block) * h * wd * es)
+    if depthwise:
+        transient.append(_pad(cout, block) * kh * kw * es)
+    elif first_layer:
+        transient.append(_pad(cout, block) * (_pad(cin, 4) if x.dtype == torch.bfloat16 else cin) * kh * kw * es)
+    else:
+        transient.append(_pad(cout, block) * _pad(cin_g, block) * kh * kw * es)
+    return transient, [n * _pad(cout, block) * out_hw * es]
+
+
+def softmax_copies(x, dtype, cuda: bool) -> list[int]:
+    """The converted input `softmax(x, dtype=)` holds while it computes (`aten/src/ATen/native/SoftMax.cpp`).
+
+    `softmax` converts the input to `dtype` first (`input_.toType(dtype)`) and frees the copy after
+    the output is made; only CUDA float16 -> float32 is fused (`_softmax(input, dim, half_to_float)`).
+    Eager attention in transformers asks for float32 of bfloat16/float16 scores.
+    """
+    import torch
+
+    if dtype is None or dtype == x.dtype or (cuda and x.dtype == torch.float16 and dtype == torch.float32):
+        return []
+    return [x.numel() * torch.empty((), dtype=dtype, device="meta").element_size()]
+
+
+def bf16_linear_scratch(x, w) -> list[int]:
+    """oneDNN's scratchpad for a bfloat16 `linear` on CPU, allocated after the output and freed at once.
+
+    oneDNN's brgemm matmul (`src/cpu/x64/matmul/brgemm_matmul.cpp`) accumulates bfloat16 products
+    in a float32 C buffer (capped at 32K elements) and packs B in blocks of 64 columns; sizes
+    fitted to the CPU allocator's stream on AVX-512-BF16 (exact for every shape tried).
+    """
+    import torch
+
+    if x.dtype != torch.bfloat16 or w.dim() != 2:
+        return []
+    n, k = w.shape
+    m = x.numel() // max(1, k)
+    return [min(4 * m * n, 128 * 1024) + 4 * k * min(n, 64) + 1536 + _SCRATCH_PAD]
+
+
+def pooling_temps(func, x, out, cuda: bool) -> list[int]:
+    """What pooling kernels allocate after their output (`aten/src/ATen/native/Pooling.cpp`, `AdaptiveAveragePooling.cpp`).
+
+    `max_pool2d` without grad still runs `max_pool2d_with_indices` on CPU and CUDA and drops the
+    int64 indices; CPU adaptive average pooling of a half input reduces a float32 copy of it.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    packet = func._overloadpacket
+    if packet is aten.max_pool2d:
+        return [out.numel() * 8]
+    if packet is aten.adaptive_avg_pool2d and not cuda and x.dtype in (torch.bfloat16, torch.float16):
+        return [_SCRATCH_PAD, x.numel() * 4]
+    return []
+
+
+def _block() -> int:
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return 16 if "AVX512" in capability else 8
+
+
+def _pad(c: int, block: int) -> int:
+    return -(-c // block) * block
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_arguments(args: tuple, kwargs: dict) -> tuple | None:
+    """(input, weight, stride, padding, dilation, groups) of aten.conv2d, or None where padding is a string."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    values = dict(zip(names, args))
+    values.update(kwargs)
+    x, w = values["input"], values["weight"]
+    pairs = []
+    for name, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+        value = values.get(name, default)
+        if isinstance(value, str):
+            if value == "valid":
+                value = 0
+            else:  # "same": padding that keeps the size
+                return None
+        value = list(value) if isinstance(value, (list, tuple)) else [value]
+        pairs.append(value * 2 if len(value) == 1 else value)
+    return x, w, *pairs, int(values.get("groups", 1))
