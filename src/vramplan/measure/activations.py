@@ -54,8 +54,9 @@ allocations:
   `torch.get_num_threads()` of the simulating process (checked against the CPU allocator).
 - `--attn flash` (transformers' flash_attention_2) runs FlashAttention-2's `mha_fwd`, the code
   SDPA's flash kernel is built from: it is simulated as SDPA on that kernel, CUDA and fp16/bf16 only.
-- Math fallback: scaled copies of q and k (k and v repeated first for grouped-query attention)
-  and two (batch, heads, q_len, kv_len) matrices.
+- Math fallback: q, k and v upcast to float32 for half types, scaled copies of q and k (k and
+  v repeated first for grouped-query attention), two (batch, heads, q_len, kv_len) matrices and
+  `_safe_softmax`'s boolean masks; counted as live together, which errs high.
 
 Other kernels' own memory: LayerNorm's mean and rstd; the copy `matmul` makes of an operand it
 cannot reshape as a view (eager attention's transposed `value`); on CUDA, the cuBLAS workspace on
@@ -770,14 +771,24 @@ def _cpu_flash_temps(q, k, v) -> list[int]:
 
 
 def _math_temps(q, k, v) -> list[int]:
-    """The math path's repeated k/v (grouped-query), scaled q and k, two attention matrices (approximate)."""
+    """The math path's temporaries (attention.cpp `_scaled_dot_product_attention_math`), counted high.
+
+    Half types are computed in float32 (`allowFP16BF16ReductionMathSDP` is off by default): q, k
+    and v are upcast first. Then k and v repeated for grouped-query attention, scaled q and k, the
+    scores and their softmax, and `_safe_softmax`'s boolean masks (scores' size, and one per row).
+    All are counted live at once, with the output, which errs high by about scaled k and the output.
+    """
+    import torch
+
     batch, heads, q_len, _ = q.shape
-    size = q.element_size()
-    temps = []
+    kv_len = k.shape[-2]
+    size = 4 if q.dtype in (torch.float16, torch.bfloat16) else q.element_size()
+    temps = [t.numel() * size for t in (q, k, v)] if size != q.element_size() else []
     if k.shape[-3] != heads:  # enable_gqa: k and v repeated to the query's heads
-        temps += [batch * heads * k.shape[-2] * k.shape[-1] * size, batch * heads * v.shape[-2] * v.shape[-1] * size]
-    attn = batch * heads * q_len * k.shape[-2] * size
-    return temps + [q.numel() * size, batch * heads * k.shape[-2] * k.shape[-1] * size, attn, attn]
+        temps += [batch * heads * kv_len * k.shape[-1] * size, batch * heads * v.shape[-2] * v.shape[-1] * size]
+    scores = batch * heads * q_len * kv_len
+    temps += [q.numel() * size, batch * heads * kv_len * k.shape[-1] * size, scores * size, scores * size]
+    return temps + [scores, batch * heads * q_len]  # _safe_softmax: isneginf(scores), and its all() per row
 
 
 def _ceil_div(a: int, b: int) -> int:
