@@ -31,3 +31,11 @@ def test_report_inference_golden(run_cli, golden, fmt, name):
     result = run_cli("report", *MODELS, *SWEEP, "--dtype", "bfloat16,float32", "--format", fmt)
     assert result.code == 0, result.err
     golden(name, result.out)
+
+
+def test_cuda_figures_say_they_are_modelled_and_cpu_ones_do_not(run_cli):
+    cuda = run_cli("estimate", "dinov3-vits16", "--mode", "inference", "--image-size", "224")
+    assert "CUDA figures are modelled from PyTorch's caching-allocator and kernel source, not measured" in cuda.out
+    assert "cuBLAS workspace 32 MiB + cuBLASLt 1 MiB, CUDA context estimated at 500 MiB" in cuda.out
+    cpu = run_cli("estimate", "dinov3-vits16", "--mode", "inference", "--image-size", "224", "--device", "cpu")
+    assert cpu.code == 0 and "not measured" not in cpu.out
