@@ -160,6 +160,17 @@ class HubUnavailableError(HubError):
         )
 
 
+class HubRequestError(HubError):
+    """The Hub answered, refusing the request with a client error other than those mapped above."""
+
+    def __init__(self, repo_id: str, status: int, endpoint: str) -> None:
+        super().__init__(
+            repo_id,
+            f"The Hub at {endpoint} refused the request (HTTP {status}) for `{repo_id}`: check the model id, "
+            "--revision and the permissions of your token",
+        )
+
+
 class HubUnreachableError(HubError):
     """Network down, or no answer within the timeout."""
 

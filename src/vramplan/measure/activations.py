@@ -264,7 +264,7 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     sim.eval()
     _set_attention(sim, implementation, reference)
     dtype = getattr(torch, dtype_name)
-    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    keep_fp32 = _fp32_patterns(model, dtype_name)
     for module_name, module in sim.named_modules():
         for name, param in module._parameters.items():
             if param is not None:
@@ -279,6 +279,20 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     input_name = getattr(model, "main_input_name", None)
     channels = int(getattr(config, "num_channels", None) or getattr(model, "in_chans", None) or 3)
     return _SimModel(sim, input_name or "pixel_values", input_name is not None, channels, _model_caches(sim))
+
+
+def _fp32_patterns(model: "nn.Module", dtype_name: str) -> tuple[str, ...]:
+    """The modules from_pretrained keeps in float32 for this dtype (transformers 5, `_get_dtype_plan`).
+
+    `_keep_in_fp32_modules` is applied for float16 only (it guards bf16-trained weights against
+    fp16 overflow); `_keep_in_fp32_modules_strict` for float16 and bfloat16.
+    """
+    patterns: list[str] = []
+    if dtype_name == "float16":
+        patterns += getattr(model, "_keep_in_fp32_modules", None) or ()
+    if dtype_name in ("float16", "bfloat16"):
+        patterns += getattr(model, "_keep_in_fp32_modules_strict", None) or ()
+    return tuple(sorted(set(patterns)))
 
 
 def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:

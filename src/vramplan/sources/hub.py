@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ..errors import (
     GatedRepoAccessError,
     HubError,
+    HubRequestError,
     HubUnavailableError,
     HubUnreachableError,
     MissingConfigError,
@@ -140,6 +141,8 @@ def translate_hub_error(
         status = exc.response.status_code if getattr(exc, "response", None) is not None else 0
         if status >= 500 or status in (408, 429):
             return HubUnavailableError(repo_id, status, endpoint())
+        if 400 <= status < 500:
+            return HubRequestError(repo_id, status, endpoint())
         return HubUnreachableError(repo_id, endpoint(), None, f"HTTP {status}")
     if isinstance(exc, (OSError, TimeoutError, *_transport_errors())):
         return HubUnreachableError(repo_id, endpoint(), timeout, type(exc).__name__)
