@@ -70,3 +70,13 @@ def test_a_real_transformers_model_keeps_what_from_pretrained_keeps():
 
     # float16 keeps the `wo` values in 4 bytes, bfloat16 casts them to 2 like everything else.
     assert parameter_bytes("float16") - parameter_bytes("bfloat16") == wo * 2
+
+
+def test_one_line_reasons():
+    from vramplan.errors import SimulationError, one_line
+
+    assert one_line(KeyError("a\n  b"), typed=True) == "KeyError: 'a\\n b'"
+    assert one_line(ValueError("two\nlines")) == "two lines"
+    assert one_line(ValueError()) == "ValueError"
+    ours = SimulationError("m", "needs data")
+    assert one_line(ours, typed=True) == one_line(ours) == str(ours)

@@ -40,11 +40,6 @@ def _builder(spec: ModelSpec):
     raise BuildError(spec.model_id, spec.library, "this library is not supported: use transformers or timm")
 
 
-def clear_build_cache() -> None:
-    """Forget every built model (tests and long-running processes)."""
-    _BUILT.clear()
-
-
 def make_transformers_config(spec: ModelSpec):
     """Turn the spec's config dict into a transformers config object."""
     from transformers import AutoConfig, CONFIG_MAPPING

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import UsageError, VramplanError
 from .measure.weights import DTYPES
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USAGE = 0, 2  # 1 (some models failed) is RunResult.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

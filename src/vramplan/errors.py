@@ -7,9 +7,16 @@ Never classify an error by its message text: raise the type that says what happe
 from __future__ import annotations
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's text on one line (its type name when it has no text), for a per-model reason."""
-    text = str(exc).strip() or type(exc).__name__
+def one_line(exc: BaseException, *, typed: bool = False) -> str:
+    """An exception's text on one line (its type name when it has no text), for a per-model reason.
+
+    With `typed`, exceptions that are not ours are prefixed with their type (`KeyError: 'x'`);
+    ours are their own message.
+    """
+    if typed and not isinstance(exc, VramplanError):
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
 
 

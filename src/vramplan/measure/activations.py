@@ -206,13 +206,6 @@ def measure_inference_sweep(
     return results
 
 
-def clear_caches() -> None:
-    """Forget recast models, results and remembered operator outputs (tests, long-lived processes)."""
-    _SIM_MODELS.clear()
-    _RESULTS.clear()
-    _OP_CACHE.clear()
-
-
 # ---------------------------------------------------------------------------------------------
 # The model to simulate: a copy of the meta model, recast, with its attention implementation set.
 

@@ -34,9 +34,7 @@ class WeightsEstimate:
 
     total_bytes: int
     largest_layer_bytes: int
-    largest_layer_name: str
     parameter_count: int
-    buffer_count: int
     rows: tuple[DtypeWeights, ...]
 
     def row(self, dtype: str) -> DtypeWeights:
@@ -50,13 +48,11 @@ def measure_weights(model: "nn.Module", dtypes: tuple[str, ...] = DTYPES) -> Wei
     """Size a meta-device model as `accelerate estimate-memory` does, for each dtype."""
     from accelerate.utils import calculate_maximum_sizes
 
-    total, (largest, largest_names) = calculate_maximum_sizes(model)
+    total, (largest, _) = calculate_maximum_sizes(model)
     return WeightsEstimate(
         total_bytes=int(total),
         largest_layer_bytes=int(largest),
-        largest_layer_name=largest_names[0] if largest_names else "",
         parameter_count=sum(p.numel() for p in model.parameters()),
-        buffer_count=sum(b.numel() for b in model.buffers()),
         rows=tuple(weights_row(total, largest, dtype) for dtype in dtypes),
     )
 
