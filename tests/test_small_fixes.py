@@ -80,3 +80,17 @@ def test_one_line_reasons():
     assert one_line(ValueError()) == "ValueError"
     ours = SimulationError("m", "needs data")
     assert one_line(ours, typed=True) == one_line(ours) == str(ours)
+
+
+def test_tied_weights_are_one_tensor_in_the_simulation():
+    """BERT's MLM decoder shares the word embeddings: from_pretrained holds them once, and so must the simulation."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    with torch.device("meta"):
+        model = BertForMaskedLM(config)
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    values = sum(p.numel() for p in model.parameters())  # each tied tensor once
+    case = InferenceCase(batch_size=1, dtype="float32", attn="sdpa", device="cpu", seq_len=16)
+    assert measure_inference(model, case, reference="bert-mlm").parameter_bytes == values * 4

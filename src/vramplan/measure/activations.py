@@ -258,13 +258,18 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     _set_attention(sim, implementation, reference)
     dtype = getattr(torch, dtype_name)
     keep_fp32 = _fp32_patterns(model, dtype_name)
-    for module_name, module in sim.named_modules():
+    # Tied parameters (one tensor in several modules) stay one tensor; the originals are kept alive
+    # in the dict so that their ids stay unique while it is filled.
+    recast: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
+    for module_name, module in sim.named_modules(remove_duplicate=False):
         for name, param in module._parameters.items():
-            if param is not None:
+            if param is not None and id(param) not in recast:
                 qualified = f"{module_name}.{name}" if module_name else name
                 cast = param.is_floating_point() and not _keeps_fp32(qualified, keep_fp32)
                 fresh = torch.empty(param.shape, dtype=dtype if cast else param.dtype, device="meta")
-                module._parameters[name] = nn.Parameter(fresh, requires_grad=False)
+                recast[id(param)] = (param, nn.Parameter(fresh, requires_grad=False))
+            if param is not None:
+                module._parameters[name] = recast[id(param)][1]
         for name, buf in module._buffers.items():
             if buf is not None:
                 module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
