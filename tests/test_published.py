@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "published.py"
@@ -11,6 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "published.py"
 def _bench():
     spec = importlib.util.spec_from_file_location("published_bench", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

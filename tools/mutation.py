@@ -60,7 +60,7 @@ def _copy_tree(workdir: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def _configure(workdir: Path, only: list[str]) -> None:
+def _configure(workdir: Path, only: list[str], isolation: str) -> None:
     tests = [t for t in TESTS if (workdir / t).exists()]
     toml = workdir / "pyproject.toml"
     toml.write_text(
@@ -71,7 +71,7 @@ def _configure(workdir: Path, only: list[str]) -> None:
         + f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"')
         # A fresh `vramplan` process imports the installed package, not the mutated copy.
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-k", "not fresh_process and not validate_gpu"]\n'
-        + 'process_isolation = "forkserver"\n'
+        + f'process_isolation = "{isolation}"\n'
         + "use_git_change_detection = false\n"
         + 'also_copy = ["bench", "docs", "README.md", "constraints.txt"]\n'
     )
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=MODULES, help="glob patterns of files to mutate")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant runs (2)")
+    parser.add_argument("--isolation", choices=("fork", "forkserver"), default="fork",
+                        help="mutmut's process_isolation (fork: fastest; forkserver if fork misbehaves)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vramplan-mutation"))
     parser.add_argument("--reuse", action="store_true", help="score the last run in --workdir, run nothing")
     parser.add_argument("--survivors", action="store_true", help="print the diff of each survivor")
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if not args.reuse:
         _copy_tree(args.workdir)
-        _configure(args.workdir, args.only)
+        _configure(args.workdir, args.only, args.isolation)
         run = ["nice", "-n", "10", *mutmut, "run", "--max-children", str(args.children)]
         subprocess.run(run, cwd=args.workdir, env=env, check=False)
     results = subprocess.run(
