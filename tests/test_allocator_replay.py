@@ -8,6 +8,10 @@ best fit, the two pools, the cuBLAS workspaces, the context estimate) fails here
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
+
 import torch
 import torch.nn as nn
 
@@ -165,3 +169,44 @@ def test_a_gemm_without_a_bias_takes_no_cublaslt_workspace():
     m = _cuda(bias=False)
     assert m.temp_bytes == 33554432
     assert m.peak_allocated_bytes == 4096 + 5120 + 512 + 33554432
+
+
+# --- the block list: found by mutation testing (docs/testing.md) ------------------------------
+
+def test_a_fresh_allocator_has_no_peaks():
+    alloc = CachingAllocatorModel()
+    assert (alloc.allocated, alloc.reserved, alloc.peak_allocated, alloc.peak_reserved) == (0, 0, 0, 0)
+
+
+def test_segments_lie_one_after_another():
+    alloc = CachingAllocatorModel()
+    assert [alloc.malloc(12 * MiB).addr for _ in range(3)] == [0, 12 * MiB, 24 * MiB]
+
+
+def test_a_free_block_of_exactly_the_size_asked_is_reused_at_address_0():
+    alloc = CachingAllocatorModel()
+    alloc.free(alloc.malloc(12 * MiB))
+    again = alloc.malloc(12 * MiB)
+    assert (again.addr, alloc.reserved) == (0, 12 * MiB)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_any_order_of_frees_gives_the_whole_segment_back(order):
+    alloc = CachingAllocatorModel()
+    blocks = [alloc.malloc(4 * MiB) for _ in range(3)]  # 0, 4, 8 MiB; 8 MiB left free at 12
+    for i in order:
+        alloc.free(blocks[i])
+    whole = alloc.malloc(20 * MiB)
+    assert (whole.addr, whole.size, alloc.reserved) == (0, 20 * MiB, 20 * MiB)
+
+
+def test_a_split_free_block_still_merges_with_what_follows():
+    alloc = CachingAllocatorModel()
+    a, b, c = (alloc.malloc(4 * MiB) for _ in range(3))  # 8 MiB left free at 12 MiB
+    alloc.free(b)
+    alloc.free(a)  # a and b: 8 MiB free at 0, before c
+    x = alloc.malloc(5 * MiB)  # the lowest of the two 8 MiB blocks, split: 3 MiB left at 5 MiB
+    assert (x.addr, x.size) == (0, 5 * MiB)
+    alloc.free(c)  # merges with the 3 MiB before it and the 8 MiB after it: 15 MiB at 5 MiB
+    y = alloc.malloc(15 * MiB)
+    assert (y.addr, alloc.reserved) == (5 * MiB, 20 * MiB)

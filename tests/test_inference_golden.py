@@ -7,6 +7,8 @@ thread count of the machine that runs the tests. Training goldens come when trai
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 SWEEP = ("--mode", "inference", "--image-size", "224,512", "--batch-size", "1,8", "--attn", "sdpa,eager")
@@ -39,3 +41,28 @@ def test_cuda_figures_say_they_are_modelled_and_cpu_ones_do_not(run_cli):
     assert "cuBLAS workspace 32 MiB + cuBLASLt 1 MiB, CUDA context estimated at 500 MiB" in cuda.out
     cpu = run_cli("estimate", "dinov3-vits16", "--mode", "inference", "--image-size", "224", "--device", "cpu")
     assert cpu.code == 0 and "not measured" not in cpu.out
+
+
+TINY_BERT = {"model_type": "bert", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+             "num_hidden_layers": 2, "vocab_size": 500, "max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("fmt, name", [("text", "inference_text_model.txt"), ("markdown", "inference_text_model.md")])
+def test_text_model_with_failed_cases_and_a_failed_model_golden(run_cli, golden, monkeypatch, tmp_path, fmt, name):
+    """Token inputs, dtype and attention in the column labels, a case that fails (flash in float32), a model that fails."""
+    (tmp_path / "bert-tiny").mkdir()
+    (tmp_path / "bert-tiny" / "config.json").write_text(json.dumps(TINY_BERT))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("report", "bert-tiny", "./missing", "--mode", "inference", "--seq-len", "16,32",
+                     "--attn", "sdpa,flash", "--dtype", "bfloat16,float32", "--format", fmt)
+    assert result.code == 1
+    golden(name, result.out)
+
+
+@pytest.mark.parametrize("fmt, name", [("text", "inference_cpu.txt"), ("markdown", "inference_cpu.md")])
+def test_cpu_target_at_a_non_square_size_golden(run_cli, golden, fmt, name):
+    """CPU target (ConvNeXt: no attention, so no thread-dependent kernel buffers), HEIGHTxWIDTH input."""
+    result = run_cli("report", "dinov3-convnext-tiny", "--mode", "inference", "--image-size", "64x96,96",
+                     "--device", "cpu", "--dtype", "float32", "--attn", "eager", "--format", fmt)
+    assert result.code == 0, result.err
+    golden(name, result.out)
