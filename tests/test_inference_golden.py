@@ -47,7 +47,8 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 64, "intermediate_size": 128, 
              "num_hidden_layers": 2, "vocab_size": 500, "max_position_embeddings": 64}
 
 
-@pytest.mark.parametrize("fmt, name", [("text", "inference_text_model.txt"), ("markdown", "inference_text_model.md")])
+@pytest.mark.parametrize("fmt, name", [("text", "inference_text_model.txt"), ("markdown", "inference_text_model.md"),
+                                       ("csv", "inference_text_model.csv"), ("json", "inference_text_model.json")])
 def test_text_model_with_failed_cases_and_a_failed_model_golden(run_cli, golden, monkeypatch, tmp_path, fmt, name):
     """Token inputs, dtype and attention in the column labels, a case that fails (flash in float32), a model that fails."""
     (tmp_path / "bert-tiny").mkdir()
@@ -59,7 +60,8 @@ def test_text_model_with_failed_cases_and_a_failed_model_golden(run_cli, golden,
     golden(name, result.out)
 
 
-@pytest.mark.parametrize("fmt, name", [("text", "inference_cpu.txt"), ("markdown", "inference_cpu.md")])
+@pytest.mark.parametrize("fmt, name", [("text", "inference_cpu.txt"), ("markdown", "inference_cpu.md"),
+                                       ("csv", "inference_cpu.csv")])
 def test_cpu_target_at_a_non_square_size_golden(run_cli, golden, fmt, name):
     """CPU target (ConvNeXt: no attention, so no thread-dependent kernel buffers), HEIGHTxWIDTH input."""
     result = run_cli("report", "dinov3-convnext-tiny", "--mode", "inference", "--image-size", "64x96,96",

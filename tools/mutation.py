@@ -93,7 +93,8 @@ def _score(results: str) -> dict[str, Counter]:
 
 
 def _print_scores(by_module: dict[str, Counter]) -> None:
-    print(f"{'module':40} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'other':>6} {'score':>7}")
+    print(f"{'module':36} {'checked':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'other':>6} "
+          f"{'score':>7} {'unrun':>6}")
     totals: dict[str, Counter] = defaultdict(Counter)
     for module in sorted(by_module):
         _row(module, by_module[module])
@@ -103,11 +104,13 @@ def _print_scores(by_module: dict[str, Counter]) -> None:
 
 
 def _row(name: str, c: Counter) -> None:
-    total = sum(c.values())
+    """Score over the mutants that ran; `unrun` counts those a stopped run never reached."""
+    unrun = c["not checked"]
+    total = sum(c.values()) - unrun
     killed = c["killed"] + c["timeout"]
     other = total - killed - c["survived"] - c["no tests"]
     score = 100.0 * killed / total if total else 0.0
-    print(f"{name:40} {total:7} {killed:7} {c['survived']:8} {c['no tests']:8} {other:6} {score:6.1f}%")
+    print(f"{name:36} {total:7} {killed:7} {c['survived']:8} {c['no tests']:8} {other:6} {score:6.1f}% {unrun:6}")
 
 
 def main(argv: list[str] | None = None) -> int:
