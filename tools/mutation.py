@@ -39,6 +39,7 @@ TESTS = [  # fast, targeted ones first
     "tests/test_local_configs.py",
     "tests/test_failures.py",
     "tests/test_small_fixes.py",
+    "tests/test_local_checkpoint.py",
     "tests/test_hub_source.py",
     "tests/test_cpu_allocator.py",
 ]
