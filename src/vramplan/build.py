@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 _BUILT: dict[str, "nn.Module"] = {}
 
 
+def clear_build_cache() -> None:
+    """Forget every built model (long-running processes: the fuzzer's thousands of cases)."""
+    _BUILT.clear()
+
+
 def build_model(spec: ModelSpec) -> "nn.Module":
     """Build (or reuse) the meta-device model a spec describes."""
     key = spec.build_key()
@@ -57,11 +62,6 @@ def _builder(spec: ModelSpec):
 
         return build_torch_hub if spec.library == "torch.hub" else build_factory
     raise BuildError(spec.model_id, spec.library, "this library is not supported: use transformers or timm")
-
-
-def clear_build_cache() -> None:
-    """Forget every built model (tests and long-running processes)."""
-    _BUILT.clear()
 
 
 def make_transformers_config(spec: ModelSpec):

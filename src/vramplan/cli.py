@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import UsageError, VramplanError, printable
 from .measure.weights import DTYPES
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130  # 1 (some models failed) is RunResult.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

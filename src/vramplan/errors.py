@@ -7,12 +7,17 @@ Never classify an error by its message text: raise the type that says what happe
 from __future__ import annotations
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, *, typed: bool = False) -> str:
     """An exception's text on one line (its type name when it has no text), for a per-model reason.
 
-    torch appends its C++ stack (`Exception raised from ... frame #0: ...`) to some messages: that part is cut.
+    With `typed`, exceptions that are not ours are prefixed with their type (`KeyError: 'x'`);
+    ours are their own message. torch appends its C++ stack (`Exception raised from ... frame #0: ...`)
+    to some messages: that part is cut.
     """
-    text = strip_cpp_frames(str(exc)).strip() or type(exc).__name__
+    if typed and not isinstance(exc, VramplanError):
+        text = f"{type(exc).__name__}: {strip_cpp_frames(str(exc)).strip()}"
+    else:
+        text = strip_cpp_frames(str(exc)).strip() or type(exc).__name__
     return " ".join(text.split())
 
 

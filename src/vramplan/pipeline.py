@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from .build import build_model
-from .errors import VramplanError
+from .errors import VramplanError, one_line
 from .measure.cases import InferenceRequest, cases_for
 from .measure.weights import DTYPES, measure_weights
 from .progress import RunProgress
@@ -78,7 +78,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         try:
             simulated = simulate_inference(model, inference, spec.model_id, debug=debug, progress=progress)
         except VramplanError as exc:  # no case could be made for this model; its weights stand
-            failures.append(one_line_reason(exc))
+            failures.append(one_line(exc, typed=True))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
     return ModelResult(
         model=spec.model_id,
@@ -109,7 +109,7 @@ def simulate_inference(model, request: InferenceRequest, reference: str, *, debu
         for failed in (r for r in results if isinstance(r, Exception)):
             traceback.print_exception(failed, file=sys.stderr)
     return tuple(
-        InferenceFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
+        InferenceFailure(case, one_line(r, typed=True)) if isinstance(r, Exception) else r
         for case, r in zip(cases, results)
     )
 
@@ -133,7 +133,7 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
         else:
             return None
     except Exception as exc:  # the weights estimate stands without the checkpoint
-        return unreadable_checkpoint(spec.source, one_line_reason(exc))
+        return unreadable_checkpoint(spec.source, one_line(exc, typed=True))
     return explain_checkpoint(found, model, weights, spec.config) if found else None
 
 
@@ -164,19 +164,8 @@ def failed_result(reference: str, spec: ModelSpec | None, exc: BaseException) ->
         library=spec.library if spec else "transformers",
         source=spec.source if spec else None,
         status="error",
-        error=one_line_reason(exc),
+        error=one_line(exc, typed=True),
     )
-
-
-def one_line_reason(exc: BaseException) -> str:
-    """A single line for any exception: our own messages as they are, others with their type."""
-    from .errors import strip_cpp_frames
-
-    if isinstance(exc, VramplanError):
-        text = exc.message
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return " ".join(strip_cpp_frames(text).split())
 
 
 def generated_timestamp() -> str:

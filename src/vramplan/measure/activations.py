@@ -54,8 +54,9 @@ allocations:
   `torch.get_num_threads()` of the simulating process (checked against the CPU allocator).
 - `--attn flash` (transformers' flash_attention_2) runs FlashAttention-2's `mha_fwd`, the code
   SDPA's flash kernel is built from: it is simulated as SDPA on that kernel, CUDA and fp16/bf16 only.
-- Math fallback: scaled copies of q and k (k and v repeated first for grouped-query attention)
-  and two (batch, heads, q_len, kv_len) matrices.
+- Math fallback: q, k and v upcast to float32 for half types, scaled copies of q and k (k and
+  v repeated first for grouped-query attention), two (batch, heads, q_len, kv_len) matrices and
+  `_safe_softmax`'s boolean masks; counted as live together, which errs high.
 
 Other kernels' own memory: LayerNorm's mean and rstd; the copy `matmul` makes of an operand it
 cannot reshape as a view (eager attention's transposed `value`); on CUDA, the cuBLAS workspace on
@@ -225,7 +226,7 @@ def measure_inference_sweep(
 
 
 def clear_caches() -> None:
-    """Forget recast models, results and remembered operator outputs (tests, long-lived processes)."""
+    """Forget recast models, results and remembered operator outputs (long-running processes: the fuzzer)."""
     _SIM_MODELS.clear()
     _RESULTS.clear()
     _OP_CACHE.clear()
@@ -282,17 +283,19 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     ties.tie_in_place(sim)  # as from_pretrained holds them: a tied tensor once (ties.py)
     _set_attention(sim, implementation, reference)
     dtype = getattr(torch, dtype_name)
-    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
-    recast: dict[int, nn.Parameter] = {}  # by the old parameter's id: tied parameters stay one
+    keep_fp32 = _fp32_patterns(model, dtype_name)
+    # Tied parameters (one tensor in several modules) stay one tensor; the originals are kept alive
+    # in the dict so that their ids stay unique while it is filled.
+    recast: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
     for module_name, module in sim.named_modules(remove_duplicate=False):
         for name, param in module._parameters.items():
-            if param is not None and id(param) in recast:
-                module._parameters[name] = recast[id(param)]
-            elif param is not None:
+            if param is not None and id(param) not in recast:
                 qualified = f"{module_name}.{name}" if module_name else name
                 cast = param.is_floating_point() and not _keeps_fp32(qualified, keep_fp32)
                 fresh = torch.empty(param.shape, dtype=dtype if cast else param.dtype, device="meta")
-                module._parameters[name] = recast[id(param)] = nn.Parameter(fresh, requires_grad=False)
+                recast[id(param)] = (param, nn.Parameter(fresh, requires_grad=False))
+            if param is not None:
+                module._parameters[name] = recast[id(param)][1]
         # Batch-norm statistics are made in the default dtype, which from_pretrained(dtype=) sets.
         stats_dtype = dtype if isinstance(module, nn.modules.batchnorm._NormBase) else None
         for name, buf in module._buffers.items():
@@ -323,6 +326,20 @@ def _rebuilt_with(model: "nn.Module", implementation: str) -> "nn.Module | None"
 
     with init_empty_weights(), _skip_weight_init():
         return type(model)._from_config(copy.deepcopy(config), attn_implementation=implementation)
+
+
+def _fp32_patterns(model: "nn.Module", dtype_name: str) -> tuple[str, ...]:
+    """The modules from_pretrained keeps in float32 for this dtype (transformers 5, `_get_dtype_plan`).
+
+    `_keep_in_fp32_modules` is applied for float16 only (it guards bf16-trained weights against
+    fp16 overflow); `_keep_in_fp32_modules_strict` for float16 and bfloat16.
+    """
+    patterns: list[str] = []
+    if dtype_name == "float16":
+        patterns += getattr(model, "_keep_in_fp32_modules", None) or ()
+    if dtype_name in ("float16", "bfloat16"):
+        patterns += getattr(model, "_keep_in_fp32_modules_strict", None) or ()
+    return tuple(sorted(set(patterns)))
 
 
 def _keeps_fp32(qualified: str, patterns: tuple[str, ...]) -> bool:
@@ -859,14 +876,24 @@ def _cpu_flash_temps(q, k, v) -> list[int]:
 
 
 def _math_temps(q, k, v) -> list[int]:
-    """The math path's repeated k/v (grouped-query), scaled q and k, two attention matrices (approximate)."""
+    """The math path's temporaries (attention.cpp `_scaled_dot_product_attention_math`), counted high.
+
+    Half types are computed in float32 (`allowFP16BF16ReductionMathSDP` is off by default): q, k
+    and v are upcast first. Then k and v repeated for grouped-query attention, scaled q and k, the
+    scores and their softmax, and `_safe_softmax`'s boolean masks (scores' size, and one per row).
+    All are counted live at once, with the output, which errs high by about scaled k and the output.
+    """
+    import torch
+
     batch, heads, q_len, _ = q.shape
-    size = q.element_size()
-    temps = []
+    kv_len = k.shape[-2]
+    size = 4 if q.dtype in (torch.float16, torch.bfloat16) else q.element_size()
+    temps = [t.numel() * size for t in (q, k, v)] if size != q.element_size() else []
     if k.shape[-3] != heads:  # enable_gqa: k and v repeated to the query's heads
-        temps += [batch * heads * k.shape[-2] * k.shape[-1] * size, batch * heads * v.shape[-2] * v.shape[-1] * size]
-    attn = batch * heads * q_len * k.shape[-2] * size
-    return temps + [q.numel() * size, batch * heads * k.shape[-2] * k.shape[-1] * size, attn, attn]
+        temps += [batch * heads * kv_len * k.shape[-1] * size, batch * heads * v.shape[-2] * v.shape[-1] * size]
+    scores = batch * heads * q_len * kv_len
+    temps += [q.numel() * size, batch * heads * kv_len * k.shape[-1] * size, scores * size, scores * size]
+    return temps + [scores, batch * heads * q_len]  # _safe_softmax: isneginf(scores), and its all() per row
 
 
 def _ceil_div(a: int, b: int) -> int:

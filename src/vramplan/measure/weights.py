@@ -39,9 +39,8 @@ class WeightsEstimate:
 
     total_bytes: int
     largest_layer_bytes: int
-    largest_layer_name: str
+    largest_layer_name: str  # the module (or block) accelerate found largest; named in the Largest Layer note
     parameter_count: int
-    buffer_count: int
     rows: tuple[DtypeWeights, ...]
     no_split_modules: tuple[str, ...] = ()  # the model's _no_split_modules: then Largest Layer is a whole block
     # Set only where tying changes the figures: what `accelerate estimate-memory` prints (float32
@@ -82,7 +81,6 @@ def measure_weights(model: "nn.Module", dtypes: tuple[str, ...] = DTYPES) -> Wei
         largest_layer_bytes=int(largest),
         largest_layer_name=largest_names[0] if largest_names else "",
         parameter_count=sum(p.numel() for p in model.parameters()),
-        buffer_count=sum(b.numel() for b in model.buffers()),
         rows=tuple(weights_row(total, largest, dtype) for dtype in dtypes),
         no_split_modules=tuple(sorted(getattr(model, "_no_split_modules", None) or ())),  # a set in some versions
         accelerate_total_bytes=accelerate_total if accelerate_total != int(total) else None,

@@ -92,9 +92,24 @@ def inference_json(result: ModelResult) -> list[dict[str, Any]]:
 
 
 def overhead_note(result: ModelResult) -> str | None:
-    """Name what `on the card` adds to `max allocated`, from the first case that has overheads."""
+    """Name what `on the card` adds to `max allocated`, from the first case that has overheads,
+    and say that CUDA figures are modelled, with the assumptions they rest on."""
     for item in result.inference:
         if not isinstance(item, InferenceFailure) and item.overheads:
             parts = ", ".join(f"{name} {binary_bytes(value)}" for name, value in item.overheads)
-            return f"on the card = max allocated + {parts} (first case; constants and their sources: vramplan/measure/overheads.py)"
+            return (f"on the card = max allocated + {parts} (first case; constants and their sources: "
+                    f"vramplan/measure/overheads.py)\n{cuda_assumptions()}")
     return None
+
+
+def cuda_assumptions() -> str:
+    """What every CUDA figure is: modelled from PyTorch's source, not measured, and on what assumptions."""
+    from ..measure import overheads
+
+    mib = overheads.MiB
+    return (
+        "CUDA figures are modelled from PyTorch's caching-allocator and kernel source, not measured on a GPU: "
+        f"an H100 (sm90) with default allocator settings, cuBLAS workspace {overheads.CUBLAS_WORKSPACE_BYTES // mib} MiB "
+        f"+ cuBLASLt {overheads.CUBLASLT_WORKSPACE_BYTES // mib} MiB, CUDA context estimated at "
+        f"{overheads.CUDA_CONTEXT_BYTES // mib} MiB (docs/accuracy.md)"
+    )

@@ -7,7 +7,7 @@ import shlex
 from ..results import ModelResult, RunResult
 from ..results import InferenceFailure
 from .cells import format_bytes
-from .inference import case_input, case_label
+from .inference import case_input, case_label, cuda_assumptions
 from .table import ERROR_CELL, binary_bytes
 
 
@@ -54,10 +54,11 @@ def inference_legend(run: RunResult) -> str | None:
     if run.inference is None:
         return None
     request = run.inference
-    return (
+    legend = (
         f"Inference columns: peak memory on the card for one forward (simulated {request.device}, "
         f"{', '.join(request.dtypes)}, {', '.join(request.attns)} attention), weights included"
     )
+    return f"{legend}\n{cuda_assumptions()}" if request.device == "cuda" else legend
 
 
 def status_text(result: ModelResult) -> str:

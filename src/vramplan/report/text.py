@@ -74,7 +74,7 @@ def summary_lines(run: RunResult, width: int) -> list[str]:
     inference_header, inference_rows = inference_summary(run)
     peaks = render_table(inference_header, inference_rows, width=width,
                          numeric=range(1, len(inference_header))).rstrip("\n")
-    legend = textwrap.wrap(inference_legend(run) or "", width)
+    legend = wrap_paragraphs(inference_legend(run), width)
     return [weights, f"Note: {UNITS_NOTE}", "", "Peak on the card, one forward", peaks, *legend]
 
 
@@ -101,5 +101,10 @@ def inference_block(model, width: int = 100) -> list[str]:
     """The inference table and what its last column adds, when inference was simulated."""
     if not model.inference:
         return []
-    note = textwrap.wrap(overhead_note(model) or "", width)
+    note = wrap_paragraphs(overhead_note(model), width)
     return [render_inference_table(model, width), *note]
+
+
+def wrap_paragraphs(text: str | None, width: int) -> list[str]:
+    """Wrap each line of a note to the width, keeping its line breaks (each is a sentence of its own)."""
+    return [line for paragraph in (text or "").splitlines() for line in textwrap.wrap(paragraph, width)]
