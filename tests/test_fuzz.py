@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from vramplan.testing.fuzz import KINDS, PropertyViolation, case_for, check_case, fuzz_environment  # noqa: E402
 
-EXAMPLES = {"config": 40, "cli": 40, "reference": 40}
+EXAMPLES = {"config": 30, "cli": 40, "reference": 30}
 
 
 @pytest.fixture(scope="module")

@@ -247,3 +247,16 @@ def test_a_config_file_larger_than_any_config_is_refused(run_cli, tmp_path):
         handle.truncate((64 << 20) + 1)  # sparse: no disk used
     result = run_cli("estimate", str(big))
     assert result.code == 1 and "is larger than 64 MiB" in result.err
+
+
+def test_a_size_that_overflows_on_meta_is_not_retried_in_real_memory(run_cli, write_config):
+    import time
+
+    from vramplan.testing.fuzz import _rss_bytes
+
+    wide = write_config("wide", {"model_type": "dinov3_vit", "hidden_size": 2**31, "intermediate_size": 64,
+                                 "num_attention_heads": 2, "num_hidden_layers": 1, "patch_size": 16})
+    before, start = _rss_bytes(), time.monotonic()
+    result = run_cli("estimate", str(wide))
+    assert result.code == 1 and "built on the meta device only" in result.err
+    assert time.monotonic() - start < 30 and _rss_bytes() - before < 1 << 30  # was 100 s and 8 GB of LayerNorm ones

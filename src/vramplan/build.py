@@ -85,6 +85,22 @@ def make_transformers_config(spec: ModelSpec):
         raise BuildError(spec.model_id, "transformers", one_line(exc)) from exc
 
 
+HUGE = 1 << 24  # beyond any real width, vocabulary or context in a config.json
+
+
+def has_huge_sizes(config: object, depth: int = 0) -> bool:
+    """Whether a config holds a whole number beyond HUGE, at any depth up to 4."""
+    if isinstance(config, bool):
+        return False
+    if isinstance(config, int):
+        return config > HUGE
+    if depth < 4 and isinstance(config, dict):
+        return any(has_huge_sizes(v, depth + 1) for v in config.values())
+    if depth < 4 and isinstance(config, list):
+        return any(has_huge_sizes(v, depth + 1) for v in config[:64])
+    return False
+
+
 def _build_transformers(spec: ModelSpec) -> "nn.Module":
     import torch
     import transformers
@@ -109,8 +125,10 @@ def _build_transformers(spec: ModelSpec) -> "nn.Module":
             return build()
     except VramplanError:
         raise
-    except Exception:  # an __init__ that needs data (`.item()`, `.tolist()`): build as accelerate does
-        pass
+    except Exception as exc:  # an __init__ that needs data (`.item()`, `.tolist()`): build as accelerate does,
+        if has_huge_sizes(spec.config):  # unless its sizes would make that fill the memory (LayerNorm ones...)
+            raise BuildError(spec.model_id, "transformers", f"{one_line(exc)} (sizes beyond {HUGE:,} are built on "
+                             "the meta device only)") from exc
     try:
         with init_empty_weights(), _skip_weight_init():
             return build()

@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UsageError, VramplanError, printable
@@ -16,11 +17,41 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130  # 1 (some models failed) is R
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    with _noting_interrupts() as interrupted:
+        try:
+            return _main(argv)
+        except BaseException as exc:  # Ctrl-C anywhere, imports included: one line, no traceback
+            if not (isinstance(exc, KeyboardInterrupt) or interrupted):
+                raise
+            print("vramplan: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+@contextmanager
+def _noting_interrupts():
+    """Yield a list that gets an entry on Ctrl-C (which still raises KeyboardInterrupt).
+
+    An interrupt in the middle of torch's or numpy's imports can be swallowed there and resurface as another
+    error (a RecursionError from a half-imported numpy): knowing that Ctrl-C came first, main() reports it as one.
+    """
+    import signal
+    import threading
+
+    seen: list[bool] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield seen
+        return
+
+    def on_interrupt(signum, frame):
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
-        return _main(argv)
-    except KeyboardInterrupt:  # Ctrl-C anywhere, argument parsing and imports included: no traceback
-        print("vramplan: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _main(argv: Sequence[str] | None) -> int:
