@@ -100,7 +100,8 @@ def render(rows: list[dict], elapsed: float) -> str:
         "",
         f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; {len(rows)} cases in {elapsed:.0f} s.",
+        f"transformers {transformers.__version__}; {len(rows)} cases in {elapsed:.0f} s (load average {_load()}: "
+        f"other processes may share the cores; the errors do not depend on load, the time does).",
         "",
         f"**|error|: median {100 * statistics.median(errors):.2f}%, max {100 * max(errors):.2f}%** (target: within 2%).",
         "",

@@ -574,7 +574,7 @@ class _Tracker:
         if packet is aten.scaled_dot_product_attention:
             kernel, temps = _sdpa_kernel_memory(self.case, *_sdpa_args(args, kwargs))
             self.attention_kernels.add(kernel)
-            self._transient(temps)
+            self._transient(cpu_kernels.sdpa_mask_conversion(*_sdpa_args(args, kwargs)) + temps)
         elif packet is aten.layer_norm:
             self._transient(_layer_norm_temps(args, cuda))
         if packet is aten.matmul:

@@ -115,6 +115,20 @@ def bf16_linear_scratch(x, w) -> list[int]:
     return [accumulator + packed_b + 1536 + _SCRATCH_PAD]
 
 
+def sdpa_mask_conversion(q, k, v, mask) -> list[int]:
+    """SDPA turns a boolean mask into an additive one of the query's dtype before any kernel runs.
+
+    `aten/src/ATen/native/transformers/attention.cpp`, `convert_boolean_attn_mask`:
+    `at::where(attn_mask->logical_not(), -inf, 0.0)`: the float mask lives through the kernel (the
+    negated boolean one is gone before the kernel's peak). Same on CUDA (not checked on a GPU).
+    """
+    import torch
+
+    if mask is None or mask.dtype != torch.bool:
+        return []
+    return [mask.numel() * q.element_size()]
+
+
 def pooling_temps(func, x, out, cuda: bool) -> list[int]:
     """What pooling kernels allocate after their output (`aten/src/ATen/native/Pooling.cpp`, `AdaptiveAveragePooling.cpp`).
 

@@ -62,8 +62,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                              global_attn_indexes=[1], mlp_dim=128),
     # --- text -----------------------------------------------------------------------------------
     "bert": dict(model_type="bert", **_TEXT),
-    "roberta": dict(model_type="roberta", **_TEXT),
-    "xlm-roberta": dict(model_type="xlm-roberta", **_TEXT),
+    "roberta": dict(model_type="roberta", **{**_TEXT, "max_position_embeddings": 514}),  # positions from pad + 1
+    "xlm-roberta": dict(model_type="xlm-roberta", **{**_TEXT, "max_position_embeddings": 514}),
     "distilbert": dict(model_type="distilbert", dim=64, hidden_dim=128, n_heads=4, n_layers=2, vocab_size=512,
                        max_position_embeddings=512),
     "deberta-v2": dict(model_type="deberta-v2", **_TEXT),
