@@ -69,3 +69,10 @@ def test_cpu_target_at_a_non_square_size_golden(run_cli, golden, fmt, name):
                      "--device", "cpu", "--dtype", "float32", "--attn", "eager", "--format", fmt)
     assert result.code == 0, result.err
     golden(name, result.out)
+
+
+def test_weights_csv_golden(run_cli, golden):
+    """The weights CSV (found weak by mutation testing): fractional int4 bytes, N/A training, a failed model."""
+    result = run_cli("estimate", "dinov3-vits16", "./missing", "--format", "csv")
+    assert result.code == 1
+    golden("weights.csv", result.out)
