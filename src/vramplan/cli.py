@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimate(sub)
     _add_report(sub)
     _add_list(sub)
+    from .cli_plan import add_fit, add_gpus
+
+    add_gpus(sub)
+    add_fit(sub)
     return parser
 
 
@@ -107,6 +111,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="sdpa, eager or flash (flash_attention_2) (default: sdpa)")
     g.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="the simulated target (default: cuda, an H100's kernels and allocator)")
+    from .cli_plan import add_fit_options, add_target_options
+
+    add_target_options(g)
+    g.add_argument("--fit", action="store_true",
+                   help="also find the largest batch per --gpu/--memory card and input size (vramplan fit)")
+    add_fit_options(g)
+    p.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the report's charts with matplotlib")
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
@@ -131,7 +142,7 @@ def _add_estimate(sub) -> None:
                    help="a function returning an nn.Module: package.module:fn or path/to/file.py:fn (repeatable)")
     g.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the entrypoints and factories (JSON values: 512, true, [1,2])")
-    p.add_argument("--format", choices=("table", "markdown", "json", "csv"), default="table")
+    p.add_argument("--format", choices=("table", "markdown", "json", "csv", "html"), default="table")
     _common(p)
     p.set_defaults(handler=_run_estimate)
 
@@ -143,7 +154,7 @@ def _add_report(sub) -> None:
     )
     p.add_argument("models", nargs="*", metavar="MODEL|FAMILY", help="default: dinov3")
     _model_options(p)
-    p.add_argument("--format", choices=("text", "markdown", "json", "csv"), default="text")
+    p.add_argument("--format", choices=("text", "markdown", "json", "csv", "html"), default="text")
     _common(p)
     p.set_defaults(handler=_run_report)
 
@@ -161,8 +172,11 @@ def _run_estimate(args: argparse.Namespace) -> int:
     from .report.markdown import render_markdown
     from .report.text import render_tables
 
+    from .report.html import render_html
+
     run = _estimate(args, [*args.models, *_code_specs(args)])
     return _render(run, args, {
+        "html": lambda r: render_html(r, None),
         "table": render_tables,
         "markdown": lambda r: render_markdown(r, with_summary=False),
         "json": render_json,
@@ -180,8 +194,11 @@ def _run_report(args: argparse.Namespace) -> int:
     references = args.models or ["dinov3"]
     titles = {family_title(r) for r in references}
     title = titles.pop() if len(titles) == 1 else None
+    from .report.html import render_html
+
     run = _estimate(args, references)
     return _render(run, args, {
+        "html": lambda r: render_html(r, title),
         "text": lambda r: render_report_text(r, title),
         "markdown": lambda r: render_markdown(r, title),
         "json": render_json,
@@ -191,6 +208,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _render(run, args: argparse.Namespace, renderers: dict[str, Callable]) -> int:
     """Write the run in the asked format, name failures on stderr, and return the exit code."""
+    from .cli_plan import write_plot
+
+    write_plot(run, args)
     _emit(renderers[args.format](run), args.output)
     for model in run.models:
         if not model.ok:  # on stderr too, so a script sees failures whatever the format
@@ -211,10 +231,15 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace, references: list[str]):
+    from .cli_plan import fit_request
     from .pipeline import estimate
 
+    fit = fit_request(args, "inference", strict=False) if args.fit else None
+    if fit is not None and args.mode != "inference":
+        raise UsageError("--fit needs --mode inference")
     return estimate(
         references,
+        fit=fit,
         inference=_inference_request(args),
         dtypes=args.dtypes,
         library=args.library,
@@ -249,18 +274,23 @@ def _inference_request(args: argparse.Namespace):
     """The inference sweep the flags ask for, or None in weights mode."""
     from .measure.cases import InferenceRequest, parse_choices, parse_image_sizes, parse_int_list
 
-    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn)
+    from .cli_plan import default_dtypes, targets
+
+    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn, args.gpu, args.memory)
     if args.mode != "inference":
         if any(inference_flags):
-            raise UsageError("--image-size, --seq-len, --batch-size, --dtype and --attn need --mode inference")
+            raise UsageError("--image-size, --seq-len, --batch-size, --dtype, --attn, --gpu and --memory "
+                             "need --mode inference")
         return None
+    gpu = (targets(args) or (None,))[0]  # the inference table simulates the first card named
     return InferenceRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"),
         batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
-        dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or ("bfloat16",),
+        dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or default_dtypes(gpu),
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
+        gpu=gpu,
     )
 
 

@@ -28,6 +28,7 @@ def estimate(
     checkpoint: bool = True,
     inference: InferenceRequest | None = None,
     debug: bool = False,
+    fit=None,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -42,6 +43,7 @@ def estimate(
         timeout: seconds to wait for any one Hub look-up.
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
+        fit: a plan.fit.FitRequest: the largest batch (or input) that fits on each of its cards.
         debug: print the traceback of each failed model to stderr.
 
     Returns:
@@ -52,14 +54,15 @@ def estimate(
     dtypes = _check_dtypes(dtypes)
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     results = [
-        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug)
+        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug, fit=fit)
         for reference in expand_references(references)
     ]
-    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference)
+    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
+                     fit=fit)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
-                  timeout: float = 10.0, inference: InferenceRequest | None = None) -> ModelResult:
+                  timeout: float = 10.0, inference: InferenceRequest | None = None, fit=None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -72,6 +75,15 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line_reason(exc))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
+    cells: tuple = ()
+    if fit is not None:
+        from .plan.fit import fit_model
+
+        try:
+            cells = fit_model(model, fit, spec.model_id)
+        except VramplanError as exc:  # no case could be made for this model; its weights stand
+            failures.append(one_line_reason(exc))
+        failures += [c.error for c in cells if c.error]
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -83,6 +95,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         checkpoint=stored,
         inference=simulated,
         cli_args=spec.cli_args(),
+        fit=cells,
     )
 
 
@@ -122,13 +135,14 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
-                  inference: InferenceRequest | None, debug: bool) -> ModelResult:
+                  inference: InferenceRequest | None, debug: bool, fit=None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
-        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference)
+        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
+                             fit=fit)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

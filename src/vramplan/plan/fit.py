@@ -164,7 +164,8 @@ def fit_model(model: "nn.Module", request: FitRequest, reference: str) -> tuple[
         dtype = request.dtype or ("bfloat16" if gpu.bf16 else "float16")
         sizes = InferenceRequest(image_sizes=request.image_sizes, seq_lens=request.seq_lens, dtypes=(dtype,),
                                  attns=(request.attn,), gpu=gpu)
-        for case in cases_for(model, sizes, reference):
+        cases = cases_for(model, sizes, reference)
+        for case in cases[:1] if request.max_image_size else cases:
             cells.append(_fit_cell(model, case, request, reference))
     return tuple(cells)
 

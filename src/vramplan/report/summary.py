@@ -47,9 +47,18 @@ def inference_legend(run: RunResult) -> str | None:
         return None
     request = run.inference
     return (
-        f"Inference columns: peak memory on the card for one forward (simulated {request.device}, "
+        f"Inference columns: peak memory on the card for one forward (simulated {_target(run)}, "
         f"{', '.join(request.dtypes)}, {', '.join(request.attns)} attention), weights included"
     )
+
+
+def _target(run: RunResult) -> str:
+    from .inference import target_name
+
+    for model in run.models:
+        if model.inference:
+            return target_name(model.inference[0].case)
+    return target_name(None) if run.inference.device == "cuda" else run.inference.device
 
 
 def status_text(result: ModelResult) -> str:
@@ -70,4 +79,7 @@ def reproduce_command(result: ModelResult, run: RunResult) -> str:
             words += ["--seq-len", ",".join(map(str, request.seq_lens))]
         words += ["--batch-size", ",".join(map(str, request.batch_sizes)), "--dtype", ",".join(request.dtypes),
                   "--attn", ",".join(request.attns), "--device", request.device]
+        if request.gpu is not None and request.device == "cuda":
+            words += ["--memory", request.gpu.name.removeprefix("memory-")] if request.gpu.source == "--memory" \
+                else ["--gpu", request.gpu.name]
     return shlex.join(words)
