@@ -274,7 +274,7 @@ def _inference_request(args: argparse.Namespace):
     """The inference sweep the flags ask for, or None in weights mode."""
     from .measure.cases import InferenceRequest, parse_choices, parse_image_sizes, parse_int_list
 
-    from .cli_plan import default_dtypes, targets
+    from .cli_plan import check_bf16, default_dtypes, targets
 
     inference_flags = (args.image_size, args.seq_len, args.batch_size, args.dtype, args.attn, args.gpu, args.memory)
     if args.mode != "inference":
@@ -283,11 +283,14 @@ def _inference_request(args: argparse.Namespace):
                              "need --mode inference")
         return None
     gpu = (targets(args) or (None,))[0]  # the inference table simulates the first card named
+    dtypes = parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or default_dtypes(gpu)
+    if args.device == "cuda":
+        check_bf16([gpu], dtypes)
     return InferenceRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"),
         batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
-        dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or default_dtypes(gpu),
+        dtypes=dtypes,
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
         gpu=gpu,

@@ -40,6 +40,13 @@ def default_dtypes(gpu) -> tuple[str, ...]:
     return ("bfloat16",) if gpu is None or gpu.bf16 else ("float16",)
 
 
+def check_bf16(gpus, dtypes) -> None:
+    """bfloat16 asked for on a card without it is a usage error, before any model runs."""
+    for gpu in gpus:
+        if gpu is not None and "bfloat16" in dtypes and not gpu.bf16:
+            raise UsageError(f"{gpu.label} has no bfloat16: use --dtype float16 or float32")
+
+
 def fit_request(args: argparse.Namespace, mode: str, strict: bool = True):
     """The FitRequest the flags ask for; not strict (estimate/report --fit): the sweep's first dtype and attention."""
     from .measure.cases import parse_choices, parse_image_sizes, parse_int_list
@@ -55,8 +62,10 @@ def fit_request(args: argparse.Namespace, mode: str, strict: bool = True):
         raise UsageError("fit takes one --dtype, one --attn and one --batch-size")
     if strict and batches and not args.max_image_size:
         raise UsageError("--batch-size goes with --max-image-size (fit searches the batch otherwise)")
+    gpus = targets(args) or (default_gpu(),)
+    check_bf16(gpus, dtypes[:1])
     return FitRequest(
-        gpus=targets(args) or (default_gpu(),), mode=mode, image_sizes=parse_image_sizes(args.image_size),
+        gpus=gpus, mode=mode, image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"), dtype=dtypes[0] if dtypes else None,
         attn=attns[0] if attns else "sdpa", headroom_percent=args.headroom, max_image_size=args.max_image_size,
         batch_size=batches[0] if batches else 1,

@@ -113,6 +113,9 @@ def largest_fitting(peak_for: PeakFn, limit: int, upper: int = MAX_BATCH) -> tup
     if upper == 1 or not fits(2):
         return 1, peaks
     a, b = 1, 2
+    while peaks[b] == peaks[a] and b < upper and fits(b):  # small batches can share blocks: look further
+        b = min(upper, b * 8)
+        fits(b)
     for _ in range(SECANT_STEPS):
         slope = (peaks[b] - peaks[a]) / (b - a)
         if slope <= 0:
@@ -124,16 +127,17 @@ def largest_fitting(peak_for: PeakFn, limit: int, upper: int = MAX_BATCH) -> tup
         a, b = b, guess
     lo = max(n for n in peaks if peaks[n] <= limit)
     hi = min((n for n in peaks if n > lo), default=None)
-    step = 1
+    step, galloped = 1, hi is None
     while hi is None:  # nothing fails yet: gallop up
         if lo == upper:
             return lo, peaks
         probe = min(upper, lo + step)
         lo, hi, step = (probe, None, step * 2) if fits(probe) else (lo, probe, step)
-    # Gallop from the side whose peak is nearer the limit, until the answer is bracketed closely.
+    # After the secant, gallop from the side whose peak is nearer the limit until the answer is
+    # bracketed closely (the answer is usually next to a secant guess); then bisect.
     up = limit - peaks[lo] <= peaks[hi] - limit
     step = 1
-    while hi - lo > 1:
+    while hi - lo > 1 and not galloped:
         probe = min(hi - 1, lo + step) if up else max(lo + 1, hi - step)
         ok = fits(probe)
         lo, hi = (probe, hi) if ok else (lo, probe)

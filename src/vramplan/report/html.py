@@ -17,9 +17,9 @@ from .summary import inference_legend, report_title, summary_cells, summary_head
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:32px;border-bottom:1px solid #ddd}
+h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:1em;margin:16px 0 4px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3;white-space:nowrap}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}
 .meta{color:#666;font-size:13px}.note{color:#555;font-size:12px;max-width:1000px}
 .fit-none{background:#f8d7da}.fit-few{background:#fff3cd}.fit-many{background:#d4edda}.fit-error{background:#e2e3e5}
 svg{display:block;margin:8px 0}svg text{font-family:system-ui,sans-serif}
@@ -57,11 +57,13 @@ def _table(header: list[str], rows: list[list[str]], classes: list[list[str]] | 
 
 
 def _summary(run: RunResult) -> str:
-    rows = [summary_cells(model, run) for model in run.models]
+    rows = [summary_cells(model, run)[:-1] + ["ok" if model.ok else "error"] for model in run.models]
     legend = inference_legend(run)
     note = f'<p class="note">{escape(legend)}</p>' if legend else ""
+    errors = "".join(f"<li><b>{escape(m.model)}</b>: {escape(m.error or '')}</li>" for m in run.models if not m.ok)
+    errors = f'<ul class="errors note">{errors}</ul>' if errors else ""
     return ('<h2 id="summary">Summary (Total Size to load weights)</h2>'
-            + _table(summary_header(run), rows, cls="summary") + note)
+            + _table(summary_header(run), rows, cls="summary") + note + errors)
 
 
 def _breakdown_section(bars: list[Breakdown]) -> str:
