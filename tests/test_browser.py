@@ -1,7 +1,8 @@
 """The family's HTML report in a real browser: headless Chromium renders it, with every request recorded.
 
 Chromium is Debian's `chromium` package (the README's set-up installs it). Without it the test
-is skipped with the reason, except on CI (`CI` set), where a missing browser is a failure.
+is skipped with the reason, except on CI (`CI` or `VRAMPLAN_REQUIRE_BROWSER` set), where a missing
+browser is a failure.
 All of Chromium's traffic is sent to a loopback proxy that records each request; the page must
 make none. The report also holds a model whose name is an <img> tag pointing at that proxy.
 Chromium itself calls a few Google service hosts at start-up whatever the page (component
@@ -41,7 +42,7 @@ def _browser() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path:
         return path
-    if os.environ.get("CI"):
+    if os.environ.get("CI") or os.environ.get("VRAMPLAN_REQUIRE_BROWSER"):
         pytest.fail("Chromium is missing on CI: the README's set-up installs Debian's `chromium` package")
     pytest.skip("headless Chromium not installed (apt-get install -y chromium; see the README's set-up)")
 

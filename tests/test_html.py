@@ -77,3 +77,16 @@ def test_plot_files(run_cli, tmp_path, suffix):
 def test_plot_refuses_other_formats(run_cli, tmp_path):
     result = run_cli("estimate", "dinov3-vits16", "--plot", str(tmp_path / "x.jpg"))
     assert result.code == 2 and "give a .png or .svg file" in result.err
+
+
+def test_html_report_does_not_import_matplotlib(tmp_path):
+    """matplotlib (and the Pillow it pulls in) is imported for --plot only, not for the HTML page."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vramplan.cli import main; "
+            f"code = main(['estimate', 'dinov3-vits16', '--format', 'html', '-o', {str(tmp_path / 'e.html')!r}]); "
+            "assert code == 0; print('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

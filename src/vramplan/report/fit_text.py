@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import Any
 
 from ..results import RunResult
@@ -116,22 +117,25 @@ def render_fit_markdown(run: RunResult) -> str:
 
 def fit_legend(run: RunResult) -> str:
     cards = "; ".join(f"{g.name} = {g.label}, {format_bytes(g.memory_bytes)}" for g in fit_gpus(run))
-    return ("Fits: the simulated peak on the card (allocator segments, CUDA context and workspaces included) "
+    text = ("Fits: the simulated peak on the card (allocator segments, CUDA context and workspaces included) "
             f"is at most the card's memory as the driver reports it, less the headroom. Cards: {cards}.")
+    return textwrap.fill(text, 100)
 
 
-def _aligned(title: str, header: list[str], rows: list[list[str]]) -> str:
+def _aligned(title: str, header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    rule = "-" * len(line(header))
+    line = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    rule = "-" * max(len(line(r)) for r in [header, *rows])
     return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
 
 
 def render_gpus_table(gpus) -> str:
     header = ["name", "memory", "vendor", "arch", "SMs", "bf16", "fp8", "aliases"]
     rows = [[g.name, format_bytes(g.memory_bytes), g.vendor, g.compute_capability, str(g.sm_count),
-             "yes" if g.bf16 else "no", "yes" if g.fp8 else "no", ", ".join(g.aliases[:3])] for g in gpus]
-    return _aligned("GPU targets (memory as the driver reports it; sources in vramplan/plan/gpus.json)", header, rows) + "\n"
+             "yes" if g.bf16 else "no", "yes" if g.fp8 else "no", ", ".join(g.aliases[:2])] for g in gpus]
+    title = "GPU targets (memory as the driver reports it; sources: vramplan/plan/gpus.json)"
+    return _aligned(title, header, rows, left=(0, 7)) + "\n"
 
 
 def render_gpus_json(gpus) -> str:

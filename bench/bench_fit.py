@@ -1,0 +1,130 @@
+"""Time `vramplan fit` on the DINOv3 family and the HTML report's cost over the estimate it shows (issue 11).
+
+Targets:
+- `vramplan fit dinov3 --gpu rtx4090 --gpu a100-80gb --gpu h100-sxm --gpu t4 --mode inference
+  --image-size 224,1024,2048`: at most 60 s on 2 cores.
+- the HTML report: at most 1 s beyond the estimate it shows (`report --format html` against `--format text`,
+  same models and sweep).
+Also: which start-up imports the report pays for Pillow and matplotlib (`python -X importtime`).
+
+Each measurement is a fresh process. The machine may be shared: the load average is recorded.
+
+    .venv/bin/python bench/bench_fit.py                 # print the Markdown section
+    .venv/bin/python bench/bench_fit.py --write-docs    # and replace it in docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench_fit:start -->", "<!-- bench_fit:end -->"
+FIT = ["fit", "dinov3", "--gpu", "rtx4090", "--gpu", "a100-80gb", "--gpu", "h100-sxm", "--gpu", "t4",
+       "--mode", "inference", "--image-size", "224,1024,2048"]
+REPORT = ["report", "dinov3", "--mode", "inference", "--image-size", "224,1024", "--batch-size", "1,8"]
+
+
+def vramplan(args: list[str], env: dict | None = None) -> tuple[float, str]:
+    """Run `vramplan ARGS` in a fresh process; return (wall seconds, stdout)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "vramplan.cli", *args], capture_output=True, text=True,
+                          env=env or os.environ.copy(), check=False)
+    wall = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"vramplan {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return wall, done.stdout
+
+
+def median_time(args: list[str], repeats: int) -> tuple[float, str]:
+    runs = [vramplan(args) for _ in range(repeats)]
+    return statistics.median(w for w, _ in runs), runs[-1][1]
+
+
+def import_costs(tmp: Path) -> dict[str, float]:
+    """Cumulative import time (s) of top-level packages in `vramplan report` start-up (-X importtime)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vramplan.cli", "report", "-o", str(tmp / "r.txt")],
+                          capture_output=True, text=True, check=False)
+    costs: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if m and m.group(3).split(".")[0] in ("PIL", "matplotlib", "torch", "transformers") and "." not in m.group(3):
+            costs[m.group(3)] = int(m.group(1)) / 1e6
+    return costs
+
+
+def measure(repeats: int) -> str:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        fit_wall, fit_json = median_time([*FIT, "--format", "json"], repeats)
+        cells = [c for m in json.loads(fit_json)["models"] for c in m["fit"]]
+        sims = [c["simulations"] for c in cells]
+        text_wall, _ = median_time([*REPORT, "--format", "text", "-o", str(tmp / "r.txt")], repeats)
+        html_wall, _ = median_time([*REPORT, "--format", "html", "-o", str(tmp / "r.html")], repeats)
+        plot_wall, _ = median_time([*REPORT, "--format", "html", "-o", str(tmp / "r2.html"),
+                                    "--plot", str(tmp / "r.png")], repeats)
+        imports = import_costs(tmp)
+    load_after = os.getloadavg()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    fit_ok = "met" if fit_wall <= 60 else "NOT met"
+    html_ok = "met" if html_wall - text_wall <= 1 else "NOT met"
+    table = "\n".join(f"| `{name}` | {secs:.2f} s |" for name, secs in sorted(imports.items()))
+    return f"""{START}
+## Will it fit: `vramplan fit` and the HTML report
+
+| measurement | wall time (median of {repeats} fresh processes) |
+|---|---|
+| `vramplan {' '.join(FIT)}` ({len(cells)} cells) | {fit_wall:.1f} s |
+| `vramplan {' '.join(REPORT)} --format text` | {text_wall:.2f} s |
+| same, `--format html` | {html_wall:.2f} s |
+| same, `--format html --plot report.png` (matplotlib) | {plot_wall:.2f} s |
+
+- fit target (at most 60 s on 2 cores): **{fit_ok}**; simulations per cell: median {statistics.median(sims):g}, max {max(sims)}
+  (largest batch plus the float32 check at batch 1 for the precision column).
+- HTML target (at most 1 s beyond the estimate it shows): **{html_ok}** (+{html_wall - text_wall:.2f} s). The page is
+  rendered by string building and hand-written SVG; matplotlib is imported only for `--plot`.
+
+Start-up imports of `vramplan report` (`python -X importtime`, cumulative, one process): matplotlib is absent
+unless `--plot` is given; Pillow is imported by transformers when it is installed (it came with matplotlib):
+
+| package | cumulative import time |
+|---|---|
+{table}
+
+Measured {when} on {os.cpu_count()} CPU cores ({platform.machine()}), Python {platform.python_version()}; load average
+{load_before[0]:.1f} before and {load_after[0]:.1f} after: other processes shared the cores, so re-measure on a quiet
+machine for exact figures. Rerun: `.venv/bin/python bench/bench_fit.py --write-docs`.
+{END}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    section = measure(args.repeats)
+    print(section)
+    if args.write_docs:
+        text = DOCS.read_text(encoding="utf-8")
+        if START in text:
+            text = re.sub(re.escape(START) + ".*?" + re.escape(END) + "\n", lambda _: section, text, flags=re.S)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        DOCS.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
