@@ -172,12 +172,13 @@ def _run_estimate(args: argparse.Namespace) -> int:
     from .report.markdown import render_markdown
     from .report.text import render_tables
 
+    from .cli_plan import with_fit
     from .report.html import render_html
 
     run = _estimate(args, [*args.models, *_code_specs(args)])
     return _render(run, args, {
         "html": lambda r: render_html(r, None),
-        "table": render_tables,
+        "table": with_fit(render_tables),
         "markdown": lambda r: render_markdown(r, with_summary=False),
         "json": render_json,
         "csv": render_csv,
@@ -194,12 +195,13 @@ def _run_report(args: argparse.Namespace) -> int:
     references = args.models or ["dinov3"]
     titles = {family_title(r) for r in references}
     title = titles.pop() if len(titles) == 1 else None
+    from .cli_plan import with_fit
     from .report.html import render_html
 
     run = _estimate(args, references)
     return _render(run, args, {
         "html": lambda r: render_html(r, title),
-        "text": lambda r: render_report_text(r, title),
+        "text": with_fit(lambda r: render_report_text(r, title)),
         "markdown": lambda r: render_markdown(r, title),
         "json": render_json,
         "csv": render_csv,

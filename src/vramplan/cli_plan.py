@@ -140,6 +140,13 @@ def run_fit(args: argparse.Namespace) -> int:
     })
 
 
+def with_fit(render):
+    """A text renderer followed by the fit matrix when --fit asked for one."""
+    from .report.fit_text import render_fit_text
+
+    return lambda run: render(run) + ("\n" + render_fit_text(run) if run.fit is not None else "")
+
+
 def write_plot(run, args: argparse.Namespace) -> None:
     """--plot FILE: the HTML report's charts drawn by matplotlib."""
     if getattr(args, "plot", None):

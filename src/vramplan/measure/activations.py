@@ -40,8 +40,8 @@ Design notes:
 
 Attention. PyTorch picks the SDPA kernel at run time; the simulation picks as PyTorch does on
 the target (`aten/src/ATen/native/transformers/cuda/sdp_utils.cpp`, pytorch/pytorch@21c3369eded4:
-flash > efficient > math on an H100; `sdp_utils_cpp.cpp` on CPU) and adds the kernel's own
-allocations:
+flash > efficient > math, flash only from sm80 (`InferenceCase.gpu`, default an H100 SXM);
+`sdp_utils_cpp.cpp` on CPU) and adds the kernel's own allocations:
 
 - CUDA flash (fp16/bf16, head dim <= 256, no mask): a float32 logsumexp (batch, heads, q_len)
   and, when `num_splits_heuristic` (`cuda/flash_attn/flash_api.cpp`, @ef3d5c9ebba1) picks more than one

@@ -94,9 +94,12 @@ class FitCell:
         return entry
 
 
-def largest_fitting(peak_for: PeakFn, limit: int, upper: int = MAX_BATCH) -> tuple[int, dict[int, int]]:
+def largest_fitting(peak_for: PeakFn, limit: int, upper: int = MAX_BATCH,
+                    slope_hint: float | None = None) -> tuple[int, dict[int, int]]:
     """The largest n in [1, upper] with peak_for(n) <= limit (0 if none), and the peaks simulated.
 
+    `slope_hint`, bytes per sample from a similar search (the same model and input on another
+    card), replaces the probe at n=2 with a first guess from n=1.
     A few secant steps (the line through the last two peaks) land next to the answer; from the
     nearest simulated n on each side the search gallops (steps 1, 2, 4, ...) until the answer is
     bracketed, then bisects. Each n is simulated at most once.
@@ -110,9 +113,12 @@ def largest_fitting(peak_for: PeakFn, limit: int, upper: int = MAX_BATCH) -> tup
 
     if not fits(1):
         return 0, peaks
-    if upper == 1 or not fits(2):
+    if upper == 1:
         return 1, peaks
-    a, b = 1, 2
+    b = 2 if not slope_hint else int(min(upper, max(2, 1 + (limit - peaks[1]) // slope_hint)))
+    if not fits(b) and b == 2:
+        return 1, peaks
+    a = 1
     while peaks[b] == peaks[a] and b < upper and fits(b):  # small batches can share blocks: look further
         b = min(upper, b * 8)
         fits(b)
@@ -164,17 +170,19 @@ def fit_model(model: "nn.Module", request: FitRequest, reference: str) -> tuple[
     if request.mode != "inference":
         raise UsageError("--mode train needs the training simulation (issue 9), which this build does not have yet")
     cells = []
+    slopes: dict = {}  # (input size, dtype) -> bytes per sample found on an earlier card
     for gpu in request.gpus:
         dtype = request.dtype or ("bfloat16" if gpu.bf16 else "float16")
         sizes = InferenceRequest(image_sizes=request.image_sizes, seq_lens=request.seq_lens, dtypes=(dtype,),
                                  attns=(request.attn,), gpu=gpu)
         cases = cases_for(model, sizes, reference)
         for case in cases[:1] if request.max_image_size else cases:
-            cells.append(_fit_cell(model, case, request, reference))
+            cells.append(_fit_cell(model, case, request, reference, slopes))
     return tuple(cells)
 
 
-def _fit_cell(model: "nn.Module", case: "InferenceCase", request: FitRequest, reference: str) -> FitCell:
+def _fit_cell(model: "nn.Module", case: "InferenceCase", request: FitRequest, reference: str,
+              slopes: dict) -> FitCell:
     gpu = case.gpu
     headroom = int(gpu.memory_bytes * request.headroom_percent / 100)
     blank = FitCell(gpu=gpu, mode=request.mode, dtype=case.dtype, attn=case.attn, image_size=case.image_size,
@@ -184,7 +192,10 @@ def _fit_cell(model: "nn.Module", case: "InferenceCase", request: FitRequest, re
     try:
         if request.max_image_size:
             return _fit_image_size(model, replace(case, batch_size=request.batch_size), blank, reference)
-        best, peaks = largest_fitting(inference_peak(model, case, reference), limit)
+        key = (case.image_size, case.seq_len, case.dtype)
+        best, peaks = largest_fitting(inference_peak(model, case, reference), limit, slope_hint=slopes.get(key))
+        if best > 1:
+            slopes[key] = (peaks[best] - peaks[1]) / (best - 1)
         cheapest = _cheapest_precision(model, case, limit, reference)
     except SimulationError as exc:
         return replace(blank, error=exc.reason)
