@@ -79,14 +79,21 @@ def render_costs() -> tuple[float, float]:
 
 
 def import_costs(tmp: Path) -> dict[str, float]:
-    """Cumulative import time (s) of top-level packages in `vramplan report` start-up (-X importtime)."""
+    """Import time (s) in `vramplan report` start-up (-X importtime): torch and transformers cumulative; PIL and
+    matplotlib as the sum of their modules' own times (transformers imports PIL's submodules from several places)."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vramplan.cli", "report", "-o", str(tmp / "r.txt")],
                           capture_output=True, text=True, check=False)
     costs: dict[str, float] = {}
     for line in done.stderr.splitlines():
-        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
-        if m and m.group(3) in ("PIL", "matplotlib", "torch", "transformers"):
-            costs[m.group(3)] = costs.get(m.group(3), 0.0) + int(m.group(1)) / 1e6
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if not m:
+            continue
+        own, cumulative, name = int(m.group(1)) / 1e6, int(m.group(2)) / 1e6, m.group(4)
+        top = name.split(".")[0]
+        if name in ("torch", "transformers"):
+            costs[name] = costs.get(name, 0.0) + cumulative
+        elif top in ("PIL", "matplotlib"):
+            costs[top] = costs.get(top, 0.0) + own
     return costs
 
 
@@ -129,7 +136,7 @@ def measure(repeats: int) -> str:
 Start-up imports of `vramplan report` (`python -X importtime`, cumulative, one process): matplotlib is absent
 unless `--plot` is given; Pillow is imported by transformers when it is installed (it came with matplotlib):
 
-| package | cumulative import time |
+| package | import time |
 |---|---|
 {table}
 
