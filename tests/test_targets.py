@@ -150,7 +150,9 @@ def test_cli_gpu_flag_names_the_card_and_defaults_to_float16_without_bf16(run_cl
     (case,) = result.json()["models"][0]["inference"]
     assert case["gpu"] == "t4" and case["dtype"] == "float16"
     table = run_cli("estimate", "dinov3-vits16", "--mode", "inference", "--image-size", "224")
-    assert "simulated cuda, NVIDIA H100 80GB HBM3 (SXM)" in table.out  # the default target is named
+    assert "(simulated h100-sxm)" in table.out  # the default target is named in the title
+    named = run_cli("estimate", "dinov3-vits16", "--mode", "inference", "--image-size", "224", "--gpu", "l4")
+    assert "(simulated l4)" in named.out
 
 
 def test_cli_bf16_on_t4_is_one_line_and_exit_2(run_cli):

@@ -50,12 +50,12 @@ def inference_title(result: ModelResult) -> str:
 
 
 def target_name(case: Any) -> str:
-    """`cpu`, or the card: `cuda, NVIDIA H100 80GB HBM3 (SXM)` (the default target is named too)."""
+    """`cpu`, or the card by its id, `h100-sxm` (the default target is named too; `vramplan gpus` lists ids)."""
     if case is None or case.device == "cuda":
         from ..plan.gpus import default_gpu
 
         gpu = case.target if case is not None else default_gpu()
-        return f"cuda, {gpu.label}"
+        return gpu.name
     return case.device
 
 
