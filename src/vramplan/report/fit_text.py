@@ -31,7 +31,7 @@ def fit_gpus(run: RunResult) -> list[Any]:
 
 def size_title(key: Any) -> str:
     if isinstance(key, tuple) and key and key[0] == "batch":
-        return f"largest square input at batch {key[1]}"
+        return f"batch {key[1]}"
     if isinstance(key, tuple):
         h, w = key
         return f"{h}px" if h == w else f"{h}x{w}px"
@@ -64,9 +64,9 @@ def cell_text(cell) -> str:
 def fit_title(run: RunResult) -> str:
     request = run.fit
     what = "Largest square input that fits" if request.max_image_size else "Largest batch that fits"
-    dtype = request.dtype or "bfloat16 (float16 without bf16)"
+    dtype = request.dtype or "bfloat16 or float16"
     headroom = f", {request.headroom_percent:g}% headroom" if request.headroom_percent else ""
-    return f"{what} ({request.mode}, {dtype}, {request.attn} attention{headroom})"
+    return f"{what} ({request.mode}, {dtype}, {request.attn}{headroom})"
 
 
 def fit_tables(run: RunResult) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -117,9 +117,10 @@ def render_fit_markdown(run: RunResult) -> str:
 
 def fit_legend(run: RunResult) -> str:
     cards = "; ".join(f"{g.name} = {g.label}, {format_bytes(g.memory_bytes)}" for g in fit_gpus(run))
+    auto = "" if run.fit.dtype else " bfloat16, or float16 on cards without it (T4, V100)."
     text = ("Fits: the simulated peak on the card (allocator segments, CUDA context and workspaces included) "
-            f"is at most the card's memory as the driver reports it, less the headroom. Cards: {cards}.")
-    return textwrap.fill(text, 100)
+            f"is at most the card's memory as the driver reports it, less the headroom.{auto} Cards: {cards}.")
+    return textwrap.fill(text, 80)
 
 
 def _aligned(title: str, header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
