@@ -134,3 +134,13 @@ def test_report_fit_adds_json_fit_lists(run_cli):
     model = result.json()["models"][0]
     assert model["inference"][0]["gpu"] == "a10g"
     assert model["fit"][0]["gpu"] == "a10g" and model["fit"][0]["largest_batch_size"] > 1
+
+
+@pytest.mark.parametrize("fmt,marker", [("text", "Largest batch that fits"), ("markdown", "### Largest batch that fits")])
+def test_report_fit_in_text_and_markdown(run_cli, fmt, marker):
+    result = run_cli("report", "dinov3-vits16", "--mode", "inference", "--image-size", "224", "--gpu", "a10g",
+                     "--fit", "--format", fmt)
+    assert result.code == 0, result.err
+    assert marker in result.out and "(simulated a10g)" in result.out
+    plain = run_cli("report", "dinov3-vits16", "--mode", "inference", "--image-size", "224", "--format", fmt)
+    assert "Largest batch that fits" not in plain.out

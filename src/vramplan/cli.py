@@ -179,7 +179,7 @@ def _run_estimate(args: argparse.Namespace) -> int:
     return _render(run, args, {
         "html": lambda r: render_html(r, None),
         "table": with_fit(render_tables),
-        "markdown": lambda r: render_markdown(r, with_summary=False),
+        "markdown": with_fit(lambda r: render_markdown(r, with_summary=False), markdown=True),
         "json": render_json,
         "csv": render_csv,
     })
@@ -202,7 +202,7 @@ def _run_report(args: argparse.Namespace) -> int:
     return _render(run, args, {
         "html": lambda r: render_html(r, title),
         "text": with_fit(lambda r: render_report_text(r, title)),
-        "markdown": lambda r: render_markdown(r, title),
+        "markdown": with_fit(lambda r: render_markdown(r, title), markdown=True),
         "json": render_json,
         "csv": render_csv,
     })

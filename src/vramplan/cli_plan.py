@@ -140,11 +140,12 @@ def run_fit(args: argparse.Namespace) -> int:
     })
 
 
-def with_fit(render):
-    """A text renderer followed by the fit matrix when --fit asked for one."""
-    from .report.fit_text import render_fit_text
+def with_fit(render, markdown: bool = False):
+    """A text (or Markdown) renderer followed by the fit matrix when --fit asked for one."""
+    from .report.fit_text import render_fit_markdown, render_fit_text
 
-    return lambda run: render(run) + ("\n" + render_fit_text(run) if run.fit is not None else "")
+    fit = render_fit_markdown if markdown else render_fit_text
+    return lambda run: render(run) + ("\n" + fit(run) if run.fit is not None else "")
 
 
 def write_plot(run, args: argparse.Namespace) -> None:
