@@ -236,6 +236,8 @@ def _estimate(args: argparse.Namespace, references: list[str]):
     from .cli_plan import fit_request
     from .pipeline import estimate
 
+    if not args.fit and (args.headroom or args.max_image_size):
+        raise UsageError("--headroom and --max-image-size go with --fit (or `vramplan fit`)")
     fit = fit_request(args, "inference", strict=False) if args.fit else None
     if fit is not None and args.mode != "inference":
         raise UsageError("--fit needs --mode inference")
