@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimate(sub)
     _add_report(sub)
     _add_list(sub)
+    from .cli_plan import add_fit, add_gpus
+
+    add_gpus(sub)
+    add_fit(sub)
     return parser
 
 
@@ -152,6 +156,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="sdpa, eager or flash (flash_attention_2) (default: sdpa)")
     g.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="the simulated target (default: cuda, an H100's kernels and allocator)")
+    from .cli_plan import add_fit_options, add_target_options
+
+    add_target_options(g)
+    g.add_argument("--fit", action="store_true",
+                   help="also find the largest batch per --gpu/--memory card and input size (vramplan fit)")
+    add_fit_options(g)
+    p.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the report's charts with matplotlib")
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
@@ -178,7 +189,7 @@ def _add_estimate(sub) -> None:
                    help="keyword argument for the --entrypoint or --factory it follows; before the first of "
                         "them, for all of them (JSON values: 512, true, [1,2]). E.g. --entrypoint a --kwarg "
                         "img_size=512 --entrypoint b --kwarg bpe_path_or_url=vocab.txt.gz")
-    p.add_argument("--format", choices=("table", "markdown", "json", "csv"), default="table")
+    p.add_argument("--format", choices=("table", "markdown", "json", "csv", "html"), default="table")
     _common(p)
     p.set_defaults(handler=_run_estimate)
 
@@ -190,7 +201,7 @@ def _add_report(sub) -> None:
     )
     p.add_argument("models", nargs="*", metavar="MODEL|FAMILY", help="default: dinov3")
     _model_options(p)
-    p.add_argument("--format", choices=("text", "markdown", "json", "csv"), default="text")
+    p.add_argument("--format", choices=("text", "markdown", "json", "csv", "html"), default="text")
     _common(p)
     p.set_defaults(handler=_run_report)
 
@@ -208,10 +219,14 @@ def _run_estimate(args: argparse.Namespace) -> int:
     from .report.markdown import render_markdown
     from .report.text import render_tables
 
+    from .cli_plan import with_fit
+    from .report.html import render_html
+
     run = _estimate(args, [*args.models, *_code_specs(args)])
     return _render(run, args, {
-        "table": lambda r: render_tables(r, table_width()),
-        "markdown": lambda r: render_markdown(r, with_summary=False),
+        "html": lambda r: render_html(r, None),
+        "table": with_fit(lambda r: render_tables(r, table_width())),
+        "markdown": with_fit(lambda r: render_markdown(r, with_summary=False), markdown=True),
         "json": render_json,
         "csv": render_csv,
     })
@@ -227,10 +242,14 @@ def _run_report(args: argparse.Namespace) -> int:
     references = args.models or ["dinov3"]
     titles = {family_title(r) for r in references}
     title = titles.pop() if len(titles) == 1 else None
+    from .cli_plan import with_fit
+    from .report.html import render_html
+
     run = _estimate(args, references)
     return _render(run, args, {
-        "text": lambda r: render_report_text(r, title, table_width()),
-        "markdown": lambda r: render_markdown(r, title),
+        "html": lambda r: render_html(r, title),
+        "text": with_fit(lambda r: render_report_text(r, title, table_width())),
+        "markdown": with_fit(lambda r: render_markdown(r, title), markdown=True),
         "json": render_json,
         "csv": render_csv,
     })
@@ -238,6 +257,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _render(run, args: argparse.Namespace, renderers: dict[str, Callable]) -> int:
     """Write the run in the asked format, name each failure once on stderr, and return the exit code."""
+    from .cli_plan import write_plot
+
+    write_plot(run, args)
     _emit(renderers[args.format](run), args.output, quiet=args.quiet, what=_count(len(run.models)))
     for line in failure_lines(run):  # stderr, so a script sees failures whatever the format
         print(line, file=sys.stderr)
@@ -258,13 +280,20 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace, references: list[str]):
+    from .cli_plan import fit_request
     from .pipeline import estimate
     from .progress import run_progress
 
+    if not args.fit and (args.headroom or args.max_image_size):
+        raise UsageError("--headroom and --max-image-size go with --fit (or `vramplan fit`)")
     dtypes, inference = _weights_dtypes(args), _inference_request(args)
+    fit = fit_request(args, "inference", strict=False) if args.fit else None
+    if fit is not None and args.mode != "inference":
+        raise UsageError("--fit needs --mode inference")
     with run_progress(show_progress(args)) as progress:
         return estimate(
             references,
+            fit=fit,
             inference=inference,
             dtypes=dtypes,
             library=args.library,
@@ -333,23 +362,32 @@ def _inference_request(args: argparse.Namespace):
     )
     from .measure.inputs import parse_input_shapes
 
-    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.attn, args.input_shape)
+    from .cli_plan import check_bf16, default_dtypes, targets
+
+    inference_flags = (args.image_size, args.seq_len, args.batch_size, args.attn, args.input_shape, args.gpu,
+                       args.memory)
     if args.mode != "inference":
         if any(inference_flags):
-            raise UsageError("--image-size, --seq-len, --input-shape, --batch-size and --attn need --mode inference")
+            raise UsageError("--image-size, --seq-len, --input-shape, --batch-size, --attn, --gpu and --memory "
+                             "need --mode inference")
         return None
     shapes = parse_input_shapes(args.input_shape)
     if shapes and (args.image_size or args.seq_len):
         raise UsageError("--input-shape states the whole input: leave out --image-size and --seq-len")
+    gpu = (targets(args) or (None,))[0]  # the inference table simulates the first card named
+    dtypes = parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or default_dtypes(gpu)
+    if args.device == "cuda":
+        check_bf16([gpu], dtypes)
     request = InferenceRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len", MAX_SEQ_LEN),
         input_shapes=shapes,
         batch_sizes=parse_int_list(args.batch_size, "--batch-size", MAX_BATCH)
         or ((shapes[0].shape[0],) if shapes else (1,)),
-        dtypes=parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or ("bfloat16",),
+        dtypes=dtypes,
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
+        gpu=gpu,
     )
     for note in skipped_combinations(request):  # a UsageError when no pair can run
         print(f"vramplan: note: {note}", file=sys.stderr)

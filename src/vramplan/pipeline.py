@@ -31,6 +31,7 @@ def estimate(
     inference: InferenceRequest | None = None,
     debug: bool = False,
     progress: RunProgress | None = None,
+    fit=None,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -45,6 +46,7 @@ def estimate(
         timeout: seconds to wait for any one Hub look-up.
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
+        fit: a plan.fit.FitRequest: the largest batch (or input) that fits on each of its cards.
         debug: print the traceback of each failed model and each failed inference case to stderr.
         progress: told as each model and inference case starts (vramplan.progress; the CLI's bar).
 
@@ -61,13 +63,14 @@ def estimate(
     for index, reference in enumerate(expanded):
         progress.start_model(index, len(expanded), _reference_name(reference))
         results.append(_estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference,
-                                     debug=debug, progress=progress))
-    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference)
+                                     debug=debug, progress=progress, fit=fit))
+    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
+                     fit=fit)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
                   timeout: float = 10.0, inference: InferenceRequest | None = None, debug: bool = False,
-                  progress: RunProgress | None = None) -> ModelResult:
+                  progress: RunProgress | None = None, fit=None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -80,6 +83,15 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line(exc, typed=True))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
+    cells: tuple = ()
+    if fit is not None:
+        from .plan.fit import fit_model
+
+        try:
+            cells = fit_model(model, fit, spec.model_id)
+        except VramplanError as exc:  # no case could be made for this model; its weights stand
+            failures.append(one_line(exc, typed=True))
+        failures += [c.error for c in cells if c.error]
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -91,6 +103,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         checkpoint=stored,
         inference=simulated,
         cli_args=spec.cli_args(),
+        fit=cells,
     )
 
 
@@ -138,14 +151,15 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
-                  inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None) -> ModelResult:
+                  inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None,
+                  fit=None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
         return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
-                             debug=debug, progress=progress)
+                             debug=debug, progress=progress, fit=fit)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

@@ -30,6 +30,7 @@ class ModelResult:
     checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
     inference: tuple[Any, ...] = ()  # InferenceMeasurement or InferenceFailure, in the order asked
     cli_args: tuple[str, ...] = ()  # the `vramplan estimate` arguments that name this model again
+    fit: tuple[Any, ...] = ()  # plan.fit.FitCell per (card, input size), when a fit was asked for
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,7 @@ class RunResult:
     dtypes: tuple[str, ...]
     generated: str  # ISO timestamp, seconds
     inference: Any = None  # measure.cases.InferenceRequest when inference was asked for
+    fit: Any = None  # plan.fit.FitRequest when a fit was asked for
 
     @property
     def exit_code(self) -> int:

@@ -40,8 +40,8 @@ Design notes:
 
 Attention. PyTorch picks the SDPA kernel at run time; the simulation picks as PyTorch does on
 the target (`aten/src/ATen/native/transformers/cuda/sdp_utils.cpp`, pytorch/pytorch@21c3369eded4:
-flash > efficient > math on an H100; `sdp_utils_cpp.cpp` on CPU) and adds the kernel's own
-allocations:
+flash > efficient > math, flash only from sm80 (`InferenceCase.gpu`, default an H100 SXM);
+`sdp_utils_cpp.cpp` on CPU) and adds the kernel's own allocations:
 
 - CUDA flash (fp16/bf16, head dim <= 256, no mask): a float32 logsumexp (batch, heads, q_len)
   and, when `num_splits_heuristic` (`cuda/flash_attn/flash_api.cpp`, @ef3d5c9ebba1) picks more than one
@@ -125,6 +125,7 @@ class InferenceCase:
     seq_len: int | None = None  # text models: tokens; audio models: samples or frames (seq_unit)
     seq_unit: str | None = None  # None for tokens, "samples" (input_values) or "frames" (input_features)
     inputs: tuple = ()  # inputs.InputShape from --input-shape, in place of an image size or length
+    gpu: Any = None  # plan.gpus.GpuSpec of the CUDA target; None: the default, an H100 SXM
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -141,6 +142,15 @@ class InferenceCase:
             raise UsageError(f"image size must be a positive (height, width), got {self.image_size}")
         if self.seq_len is not None and self.seq_len < 1:
             raise UsageError(f"sequence length must be at least 1, got {self.seq_len}")
+        if self.device == "cuda" and self.dtype == "bfloat16" and not self.target.bf16:
+            raise UsageError(f"{self.target.label} has no bfloat16: use --dtype float16 or float32")
+
+    @property
+    def target(self) -> Any:
+        """The simulated card (plan.gpus.GpuSpec): the case's, or the default H100 SXM."""
+        from ..plan.gpus import default_gpu
+
+        return self.gpu if self.gpu is not None else default_gpu()
 
     def as_json(self) -> dict[str, Any]:
         """The case's fields as they open each entry of a model's JSON `"inference"` list."""
@@ -152,7 +162,9 @@ class InferenceCase:
         if self.inputs:
             size = {"inputs": [{"name": s.name, "shape": [self.batch_size, *s.shape[1:]], "dtype": s.dtype or self.dtype}
                                for s in self.inputs]}
-        return {**size, "batch_size": self.batch_size, "dtype": self.dtype, "attn": self.attn, "device": self.device}
+        named = {"gpu": self.gpu.name} if self.gpu is not None and self.device == "cuda" else {}
+        return {**size, "batch_size": self.batch_size, "dtype": self.dtype, "attn": self.attn, "device": self.device,
+                **named}
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,8 @@ def _sim_model(model: "nn.Module", case: InferenceCase, reference: str) -> _SimM
         raise SimulationError(reference, "flash attention (flash_attention_2) runs on CUDA only; use --device cuda")
     if case.attn == "flash" and case.dtype == "float32":
         raise SimulationError(reference, "flash attention (flash_attention_2) supports float16 and bfloat16 only")
+    if case.attn == "flash" and not case.target.sdpa_flash:
+        raise SimulationError(reference, f"flash attention (flash_attention_2) does not run on {case.target.label}")
     implementation = "eager" if case.attn == "eager" else "sdpa"
     built = _SIM_MODELS.setdefault(model, {})
     key = (case.dtype, implementation)
@@ -508,7 +522,7 @@ class _Tracker:
         extra: tuple[tuple[str, int], ...] = ()
         if self.allocator is not None:
             extra = (
-                ("CUDA context", overheads.CUDA_CONTEXT_BYTES),
+                ("CUDA context", overheads.cuda_context_bytes(case.target)),
                 ("allocator cache (reserved - allocated)", self.allocator.peak_reserved - peak_allocated),
             )
         kernels = ", ".join(sorted(self.attention_kernels))
@@ -586,9 +600,9 @@ class _Tracker:
         if cuda and packet in _gemm_ops():
             # cuBLAS takes its workspace on the first GEMM; a GEMM with a bias epilogue
             # (addmm, linear with a bias) goes through cuBLASLt, which takes its own.
-            self._persistent("cublas", overheads.CUBLAS_WORKSPACE_BYTES)
+            self._persistent("cublas", overheads.cublas_workspace_bytes(self.case.target))
             if packet is aten.addmm or (packet is aten.linear and len(args) > 2 and args[2] is not None):
-                self._persistent("cublaslt", overheads.CUBLASLT_WORKSPACE_BYTES)
+                self._persistent("cublaslt", overheads.cublaslt_workspace_bytes(self.case.target))
 
     def _kernel_memory_before(self, func, args: tuple, kwargs: dict) -> list:
         """Allocate what a kernel takes before its output; return the handles it holds past the output."""
@@ -780,7 +794,7 @@ def _sdpa_kernel_memory(case: InferenceCase, q, k, v, mask) -> tuple[str, list[i
     """Return the SDPA kernel the target runs and the sizes of its own allocations."""
     kernel = _sdpa_backend(case, q, k, v, mask)
     if kernel == "flash":
-        return kernel, _cuda_flash_temps(q, k)
+        return kernel, _cuda_flash_temps(q, k, case.target.sm_count)
     if kernel == "efficient":
         return kernel, _cuda_efficient_temps(q, v, mask)
     if kernel == "cpu-flash":
@@ -789,7 +803,10 @@ def _sdpa_kernel_memory(case: InferenceCase, q, k, v, mask) -> tuple[str, list[i
 
 
 def _sdpa_backend(case: InferenceCase, q, k, v, mask) -> str:
-    """Pick the kernel as sdp_utils.cpp does on an H100 (flash > efficient > math), or on CPU."""
+    """Pick the kernel as sdp_utils.cpp does on the target card (flash > efficient > math), or on CPU.
+
+    Flash needs sm80 or later (gpus.GpuSpec.sdpa_flash); T4 and V100 fall to memory-efficient.
+    """
     import torch
 
     dense = q.dim() == 4 and all(t.stride(-1) == 1 for t in (q, k, v))
@@ -799,7 +816,8 @@ def _sdpa_backend(case: InferenceCase, q, k, v, mask) -> str:
         # last-dim stride of 1, in float, double, bfloat16 or half; anything else runs math.
         return "cpu-flash" if dense and same_head else "math"
     half = q.dtype in (torch.float16, torch.bfloat16)
-    if case.attn == "flash" or (half and mask is None and dense and same_head and q.shape[-1] <= 256):
+    flash_ok = case.target.sdpa_flash and half and mask is None and dense and same_head and q.shape[-1] <= 256
+    if case.attn == "flash" or flash_ok:
         return "flash"
     # Memory-efficient: head dims divisible by the GEMM alignment (8 for half types, 4 for float32),
     # and as many key/value heads as query heads (no grouped-query attention).
@@ -811,14 +829,14 @@ def _sdpa_backend(case: InferenceCase, q, k, v, mask) -> str:
     return "math"
 
 
-def _cuda_flash_temps(q, k) -> list[int]:
+def _cuda_flash_temps(q, k, sm_count: int = H100_SM_COUNT) -> list[int]:
     """Logsumexp and split-KV accumulators of FlashAttention-2's mha_fwd (flash_api.cpp)."""
     batch, heads, q_len, head = q.shape
     kv_len = k.shape[-2]
     head_rounded = _round_up(_round_up(head, 8), 32)
     lse = batch * heads * q_len * 4
     block_n = 256 if head <= 64 else (128 if head <= 128 else 64)
-    splits = _num_splits(batch * heads * _ceil_div(q_len, 64), H100_SM_COUNT * 2, _ceil_div(kv_len, block_n), 128)
+    splits = _num_splits(batch * heads * _ceil_div(q_len, 64), sm_count * 2, _ceil_div(kv_len, block_n), 128)
     if splits <= 1:
         return [lse]
     return [lse, splits * batch * heads * q_len * 4, splits * batch * heads * q_len * head_rounded * 4]

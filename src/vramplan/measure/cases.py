@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 
@@ -31,6 +31,7 @@ class InferenceRequest:
     attns: tuple[str, ...] = ("sdpa",)
     device: str = "cuda"
     input_shapes: tuple = ()  # inputs.InputShape from --input-shape: used in place of sizes and lengths
+    gpu: Any = None  # plan.gpus.GpuSpec of the CUDA target; None: the default H100 SXM
 
 
 def input_kind(model: "nn.Module") -> str:
@@ -63,7 +64,7 @@ def cases_for(model: "nn.Module", request: InferenceRequest, reference: str) -> 
         default_hw = tuple(default) if isinstance(default, (list, tuple)) else (int(default), int(default))
         sizes = [dict(image_size=hw) for hw in (request.image_sizes or (default_hw,))]
     return [
-        InferenceCase(batch_size=b, dtype=d, attn=a, device=request.device, **size)
+        InferenceCase(batch_size=b, dtype=d, attn=a, device=request.device, gpu=request.gpu, **size)
         for size, b, d, a in itertools.product(sizes, request.batch_sizes, request.dtypes, request.attns)
         if case_conflict(d, a, request.device) is None
     ]

@@ -28,6 +28,11 @@ Known limitations:
       modelled: their size depends on the algorithm cuDNN picks on the device.
     - The CUDA context is an estimate (see `CUDA_CONTEXT_BYTES`); `bench/validate_gpu.py`
       measures it on the device it runs on and records it in `docs/accuracy.md`.
+    - Other cards than the H100 (`cuda_context_bytes`): the context is scaled by the card's SM
+      count and resident threads per SM from the H100 figure, an estimate not checked on those cards.
+    - ROCm cards: hipBLAS/hipBLASLt workspaces follow PyTorch's ROCm defaults; the allocator is
+      modelled as CUDA's (PyTorch HIPifies the same CUDACachingAllocator.cpp); the HIP context is
+      given the H100 figure; AOTriton's own attention workspaces are modelled as FlashAttention-2's.
 """
 
 from __future__ import annotations
@@ -58,6 +63,48 @@ CUBLASLT_WORKSPACE_BYTES = 1024 * 1024
 # (torch.cuda.memory_allocated). 500 MiB is the usual nvidia-smi reading for a PyTorch process
 # on an H100 with CUDA 12 after a first matmul; validate_gpu.py measures it and reports the value.
 CUDA_CONTEXT_BYTES = 500 * MiB
+
+
+# --- per target card (plan/gpus.py) ----------------------------------------------------------
+# CublasHandlePool.cpp (pytorch/pytorch main, 2025: parseChosenWorkspaceSize): ":4096:2:16:8 default,
+# 32MiB for Hopper and Blackwell" -- `properties->major == 9 || major == 10 || major == 12` gives
+# 4096 * 8 * 1024, every other CUDA card 4096 * 1024 * 2 + 16 * 1024 * 8 (8 MiB + 128 KiB).
+# Under ROCm the same function gives 32 MiB, 128 MiB on gfx94x/gfx95x (MI300), and
+# parseCUDABlasLtWorkspaceSize gives hipBLASLt "76 MB" (76 * 1024 KiB).
+CUBLAS_WORKSPACE_PRE_HOPPER_BYTES = 4096 * 1024 * 2 + 16 * 1024 * 8
+HIPBLAS_WORKSPACE_BYTES = 1024 * 32 * 1024
+HIPBLAS_WORKSPACE_GFX94_BYTES = 1024 * 128 * 1024
+HIPBLASLT_WORKSPACE_BYTES = 76 * 1024 * 1024
+# The CUDA context estimate splits CUDA_CONTEXT_BYTES (an H100 reading) into the part that scales
+# with the card, the local-memory reserve the driver makes for every resident thread (default stack
+# of 1 KiB per thread, cudaLimitStackSize), and the rest (driver, kernel images, handles), kept
+# fixed. An estimate: bench/validate_gpu.py measures the context on the card it runs on.
+STACK_BYTES_PER_THREAD = 1024
+_H100_LOCAL_MEMORY = 132 * 2048 * STACK_BYTES_PER_THREAD
+CONTEXT_FIXED_BYTES = CUDA_CONTEXT_BYTES - _H100_LOCAL_MEMORY
+
+
+def cublas_workspace_bytes(gpu) -> int:
+    """The cuBLAS (hipBLAS) workspace PyTorch allocates on the first GEMM on this card."""
+    if gpu.rocm:
+        return HIPBLAS_WORKSPACE_GFX94_BYTES if gpu.compute_capability.startswith(("gfx94", "gfx95")) \
+            else HIPBLAS_WORKSPACE_BYTES
+    return CUBLAS_WORKSPACE_BYTES if gpu.capability[0] in (9, 10, 12) else CUBLAS_WORKSPACE_PRE_HOPPER_BYTES
+
+
+def cublaslt_workspace_bytes(gpu) -> int:
+    """The cuBLASLt (hipBLASLt) workspace of the first GEMM with a bias epilogue."""
+    return HIPBLASLT_WORKSPACE_BYTES if gpu.rocm else CUBLASLT_WORKSPACE_BYTES
+
+
+def cuda_context_bytes(gpu) -> int:
+    """Estimated context on this card: a fixed part plus the per-thread local-memory reserve.
+
+    On ROCm the H100 figure is kept: the HIP runtime's context is not modelled per architecture.
+    """
+    if gpu.rocm:
+        return CUDA_CONTEXT_BYTES
+    return CONTEXT_FIXED_BYTES + gpu.sm_count * gpu.max_threads_per_sm * STACK_BYTES_PER_THREAD
 
 
 def round_block(nbytes: int) -> int:

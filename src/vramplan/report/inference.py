@@ -48,8 +48,18 @@ def inference_rows(result: ModelResult) -> list[list[str]]:
 
 
 def inference_title(result: ModelResult) -> str:
-    device = result.inference[0].case.device if result.inference else "cuda"
-    return f"Inference peak for `{result.model}` (simulated {device})"
+    case = result.inference[0].case if result.inference else None
+    return f"Inference peak for `{result.model}` (simulated {target_name(case)})"
+
+
+def target_name(case: Any) -> str:
+    """`cpu`, or the card by its id, `h100-sxm` (the default target is named too; `vramplan gpus` lists ids)."""
+    if case is None or case.device == "cuda":
+        from ..plan.gpus import default_gpu
+
+        gpu = case.target if case is not None else default_gpu()
+        return gpu.name
+    return case.device
 
 
 def render_inference_table(result: ModelResult, width: int = 100) -> str:

@@ -24,6 +24,9 @@ def render_json(run: RunResult) -> str:
     if run.inference is not None:
         for entry in payload["models"]:
             entry.setdefault("inference", [])
+    if run.fit is not None:
+        for entry in payload["models"]:
+            entry.setdefault("fit", [])
     return json.dumps(payload, indent=2) + "\n"
 
 
@@ -54,6 +57,8 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
     entry["checkpoint"] = checkpoint_json(result.checkpoint)
     if result.inference:
         entry["inference"] = inference_json(result)
+    if result.fit:
+        entry["fit"] = [cell.as_json() for cell in result.fit]
     return entry
 
 

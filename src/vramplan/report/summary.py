@@ -55,10 +55,19 @@ def inference_legend(run: RunResult) -> str | None:
         return None
     request = run.inference
     legend = (
-        f"Inference columns: peak memory on the card for one forward (simulated {request.device}, "
+        f"Inference columns: peak memory on the card for one forward (simulated {_target(run)}, "
         f"{', '.join(request.dtypes)}, {', '.join(request.attns)} attention), weights included"
     )
     return f"{legend}\n{cuda_assumptions()}" if request.device == "cuda" else legend
+
+
+def _target(run: RunResult) -> str:
+    from .inference import target_name
+
+    for model in run.models:
+        if model.inference:
+            return target_name(model.inference[0].case)
+    return target_name(None) if run.inference.device == "cuda" else run.inference.device
 
 
 def status_text(result: ModelResult) -> str:
@@ -104,4 +113,7 @@ def reproduce_command(result: ModelResult, run: RunResult) -> str:
             words += ["--input-shape", shape.text()]
         words += ["--batch-size", ",".join(map(str, request.batch_sizes)), "--dtype", ",".join(request.dtypes),
                   "--attn", ",".join(request.attns), "--device", request.device]
+        if request.gpu is not None and request.device == "cuda":
+            words += ["--memory", request.gpu.name.removeprefix("memory-")] if request.gpu.source == "--memory" \
+                else ["--gpu", request.gpu.name]
     return shlex.join(words)

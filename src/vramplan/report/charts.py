@@ -1,0 +1,96 @@
+"""What the charts show, as plain data: shared by the HTML report's SVG and `--plot`'s matplotlib figure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..results import InferenceFailure, RunResult
+from .inference import case_input
+
+# torch's MemTracker names (Parameter, Buffer, Gradient, Optstate, Activation, Temp), then the device's own.
+CATEGORIES = ("Parameter", "Buffer", "Gradient", "Optstate", "Activation", "Temp", "allocator cache", "CUDA context")
+COLOURS = {
+    "Parameter": "#4e79a7", "Buffer": "#76b7b2", "Gradient": "#f28e2b", "Optstate": "#edc948",
+    "Activation": "#e15759", "Temp": "#b07aa1", "allocator cache": "#9c755f", "CUDA context": "#bab0ac",
+}
+SERIES_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                  "#9c755f", "#bab0ac", "#1b9e77", "#d95f02")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """One bar: a model's peak split into categories (bytes)."""
+
+    model: str
+    parts: tuple[tuple[str, int], ...]
+    caption: str  # what the bar is: the case, or the weights dtype
+
+    @property
+    def total(self) -> int:
+        return sum(v for _, v in self.parts)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line: a model's peak on the card against an input size or a batch size."""
+
+    model: str
+    points: tuple[tuple[str, int], ...]  # (x label, bytes)
+
+
+def breakdowns(run: RunResult) -> list[Breakdown]:
+    """Each model's first simulated case, by category; the float32 (or first) weights when nothing was simulated."""
+    bars = []
+    for model in run.models:
+        first = next((i for i in model.inference if not isinstance(i, InferenceFailure)), None)
+        if first is not None:
+            extra = dict(first.overheads)
+            values = {
+                "Parameter": first.parameter_bytes, "Buffer": first.buffer_bytes, "Activation": first.activation_bytes,
+                "Temp": first.temp_bytes, "CUDA context": extra.get("CUDA context", 0),
+                "allocator cache": extra.get("allocator cache (reserved - allocated)", 0),
+            }
+            case = first.case
+            caption = f"{case_input(case)}, batch {case.batch_size}, {case.dtype}"
+        elif model.weights is not None:
+            row = model.weights.rows[0]
+            values, caption = {"Parameter": int(row.total_bytes)}, f"weights, {row.dtype}"
+        else:
+            continue
+        bars.append(Breakdown(model.model, tuple((c, int(values.get(c, 0))) for c in CATEGORIES), caption))
+    return bars
+
+
+def used_categories(bars: list[Breakdown]) -> list[str]:
+    return [c for c in CATEGORIES if any(dict(b.parts)[c] for b in bars)]
+
+
+def by_input_size(run: RunResult) -> list[Series]:
+    """Peak on the card against input size, at the first batch, dtype and attention of the sweep."""
+    return _series(run, lambda case, first: (case.batch_size, case.dtype, case.attn) == first[1:],
+                   lambda case: case_input(case))
+
+
+def by_batch(run: RunResult) -> list[Series]:
+    """Peak on the card against batch size, at the first input size, dtype and attention of the sweep."""
+    return _series(run, lambda case, first: (case_input(case), case.dtype, case.attn) == (first[0], *first[2:]),
+                   lambda case: str(case.batch_size))
+
+
+def _series(run: RunResult, keep, x_of) -> list[Series]:
+    out = []
+    for model in run.models:
+        done = [i for i in model.inference if not isinstance(i, InferenceFailure)]
+        if not done:
+            continue
+        c0 = done[0].case
+        first = (case_input(c0), c0.batch_size, c0.dtype, c0.attn)
+        points, seen = [], set()
+        for item in done:
+            x = x_of(item.case)
+            if keep(item.case, first) and x not in seen:
+                seen.add(x)
+                points.append((x, item.peak_device_bytes))
+        if len(points) > 1:
+            out.append(Series(model.model, tuple(points)))
+    return out
