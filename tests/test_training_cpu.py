@@ -95,3 +95,28 @@ def test_cuda_foreach_adamw_peaks_with_one_parameter_size_of_intermediates():
     params = m.parameter_bytes
     assert m.gradient_bytes >= params and m.optimizer_state_bytes >= 2 * params
     assert params <= m.temp_bytes - 32 * 1024 * 1024 - 1024 * 1024 <= 1.1 * params  # minus cuBLAS workspaces
+
+
+@pytest.mark.parametrize("config,size", [(DINOV3_VIT, (96, 96)), (VIT_CLS, (64, 64))])
+def test_frozen_backbone_trains_only_the_head(config, size):
+    case = TrainingCase(batch_size=2, precision="fp32", freeze="backbone", device="cpu", image_size=size, num_labels=10)
+    simulated, _ = _compare(config, case)
+    assert simulated.trainable_parameters < simulated.total_parameters
+    assert simulated.optimizer_state_bytes <= 2 * 4 * simulated.trainable_parameters + 64
+
+
+@pytest.mark.parametrize("config,kw", [(DINOV3_VIT, {"image_size": (96, 96)}), (GPT2_LM, {"seq_len": 64})])
+def test_lora_through_peft(config, kw):
+    case = TrainingCase(batch_size=2, precision="amp-bf16", lora_rank=4, device="cpu", num_labels=10, **kw)
+    simulated, _ = _compare(config, case)
+    assert simulated.trainable_parameters < simulated.total_parameters / 4
+
+
+@pytest.mark.parametrize("config,kw", [(DINOV3_VIT, {"image_size": (96, 96)}), (BERT_CLS, {"seq_len": 64})])
+@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+def test_gradient_checkpointing(config, kw, precision):
+    case = TrainingCase(batch_size=2, precision=precision, grad_checkpointing=True, device="cpu", num_labels=10, **kw)
+    checkpointed, _ = _compare(config, case)
+    plain = measure_training(_meta(config), TrainingCase(batch_size=2, precision=precision, device="cpu",
+                                                         num_labels=10, **kw), reference="tiny")
+    assert checkpointed.activation_bytes <= plain.activation_bytes

@@ -9,9 +9,11 @@ cache (`cached_cast` in `aten/src/ATen/autocast_mode.cpp`): the lower-precision 
 float32 leaf that requires grad is made once and held until the outermost autocast context
 exits (`torch.autocast.__exit__` calls `torch.clear_autocast_cache()`; the mode hooks that call).
 
-It follows the *host's* autocast state: the simulation opens a real `torch.autocast(...)`
-(harmless for meta tensors), the model may open its own, and `torch.utils.checkpoint` re-enters
-it when it recomputes; each call here reads `torch.is_autocast_enabled(device)` for the target.
+It follows the *host's* CPU autocast state, whatever the target: the simulation opens a real
+`torch.autocast("cpu", ...)` (harmless for meta tensors; a CPU-only torch cannot enable CUDA's),
+`torch.utils.checkpoint` re-enters it when it recomputes, and a model's own
+`torch.autocast("cuda", ...)` is mapped onto it (`training._SimulationModes`); the casts follow
+the target's op lists.
 
 The op lists are those of `aten/src/ATen/autocast_mode.cpp` (pytorch/pytorch, the
 `TORCH_LIBRARY_IMPL(aten, AutocastCUDA, m)` and `(aten, AutocastCPU, m)` blocks, macros
@@ -100,12 +102,12 @@ class AutocastCaster:
         self._cache: dict[int, tuple[Any, Any]] = {}  # id(weight) -> (weight, its cast copy)
 
     def enabled_dtype(self) -> "torch.dtype | None":
-        """The autocast dtype if the host's autocast is on for the target device, else None."""
+        """The autocast dtype if the host's (CPU) autocast is on, else None."""
         import torch
 
-        if not torch.is_autocast_enabled(self.device):
+        if not torch.is_autocast_enabled("cpu"):
             return None
-        return torch.get_autocast_dtype(self.device)
+        return torch.get_autocast_dtype("cpu")
 
     def cast(self, func, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Return (args, kwargs) cast per the function's policy; unchanged when autocast is off."""

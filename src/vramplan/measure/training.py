@@ -345,10 +345,12 @@ def prepare_trainee(model: "nn.Module", case: TrainingCase, reference: str, *, m
     if case.grad_checkpointing:
         _enable_checkpointing(module, reference)
     is_task = cls is not None or type(module).__name__.endswith(TASK_SUFFIXES)
+    causal = type(module).__name__.endswith(("LMHeadModel", "ForCausalLM"))
+    heads = _head_names(module) if is_task else ()
     if case.lora_rank:
-        module = _add_lora(module, case, is_task)
+        module = _add_lora(module, case, heads if is_task and not causal else ())
     if is_task:
-        trainee = Trainee(module, _task_batch(module, case, input_name, channels), _head_names(module))
+        trainee = Trainee(module, _task_batch(case, input_name, channels, causal), heads)
     else:
         trainee = _probe(module, case, input_name, by_keyword, channels, dtype, reference)
     if case.freeze == "backbone":
@@ -387,11 +389,10 @@ def _head_names(module: "nn.Module") -> tuple[str, ...]:
     return tuple(f"{n}." for n in sorted(names) if n != base)
 
 
-def _task_batch(module: "nn.Module", case: TrainingCase, input_name: str, channels: int):
+def _task_batch(case: TrainingCase, input_name: str, channels: int, causal: bool):
     """Inputs and labels for a task class: class ids, or the token ids themselves for a causal LM."""
     import torch
 
-    causal = type(module).__name__.endswith(("LMHeadModel", "ForCausalLM"))
     dtype = getattr(torch, case.dtype)
 
     def make(device=None) -> dict[str, "torch.Tensor"]:
@@ -437,12 +438,11 @@ def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channe
     return Trainee(probe, make, ("head.",))
 
 
-def _add_lora(module: "nn.Module", case: TrainingCase, is_task: bool) -> "nn.Module":
-    """Wrap the model with peft's LoRA (`get_peft_model`); a task model's classification head trains too."""
+def _add_lora(module: "nn.Module", case: TrainingCase, head: tuple[str, ...]) -> "nn.Module":
+    """Wrap the model with peft's LoRA (`get_peft_model`); a classification head (`head`) trains whole."""
     from peft import LoraConfig, get_peft_model
 
     targets: Any = list(case.lora_targets) or "all-linear"
-    head = _head_names(module) if is_task and not type(module).__name__.endswith(("LMHeadModel", "ForCausalLM")) else ()
     config = LoraConfig(r=case.lora_rank, lora_alpha=case.lora_rank, target_modules=targets,
                         modules_to_save=[h.rstrip(".") for h in head] or None)
     peft_model = get_peft_model(module, config)
@@ -745,12 +745,10 @@ class _SimulationModes:
         self.tracker.enter_phase(phase, step)
 
     def autocast(self, dtype):
-        """The user's autocast context on the target device (on a CPU-only torch, CUDA's is set directly)."""
+        """The user's autocast context: CPU autocast's state stands for the target's (see autocast.py)."""
         import torch
 
-        if self.case.device == "cpu":
-            return torch.autocast("cpu", dtype=dtype)
-        return _HostAutocast("cuda", dtype)
+        return torch.autocast("cpu", dtype=dtype)
 
     def __enter__(self) -> "_SimulationModes":
         import torch
@@ -779,34 +777,6 @@ class _SimulationModes:
             self.caster.clear_cache()
 
 
-class _HostAutocast:
-    """Autocast state for a device this torch build lacks, set as torch.autocast sets it.
-
-    `torch.autocast("cuda")` disables itself without CUDA; the state it would set (enabled,
-    dtype, nesting, cache cleared at the outermost exit) is what the simulated casts read.
-    """
-
-    def __init__(self, device: str, dtype) -> None:
-        self.device, self.dtype = device, dtype
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.prev = torch.is_autocast_enabled(self.device)
-        self.prev_dtype = torch.get_autocast_dtype(self.device)
-        torch.set_autocast_enabled(self.device, True)
-        torch.set_autocast_dtype(self.device, self.dtype)
-        torch.autocast_increment_nesting()
-
-    def __exit__(self, *exc: Any) -> None:
-        import torch
-
-        if torch.autocast_decrement_nesting() == 0:
-            torch.clear_autocast_cache()
-        torch.set_autocast_enabled(self.device, self.prev)
-        torch.set_autocast_dtype(self.device, self.prev_dtype)
-
-
 def _function_mode_base():
     from torch.overrides import TorchFunctionMode
 
@@ -826,9 +796,24 @@ class _FunctionMode(_function_mode_base()):  # type: ignore[misc]
         self._constructors = _device_constructors()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        import torch
         import torch.nn.functional as F
 
         kwargs = kwargs or {}
+        if func is torch.Tensor.backward and len(args) == 1 and not kwargs.get("inputs"):
+            # A mode is off while it handles a call: keep it on for the backward, where
+            # torch.utils.checkpoint recomputes forwards that must be cast as in the forward.
+            # (torch.autograd.backward would hand the call back here: run the engine as it does.)
+            from torch.autograd.graph import _engine_run_backward
+
+            loss = args[0]
+            with self:
+                grad = kwargs.get("gradient")
+                grad = torch.ones_like(loss, memory_format=torch.preserve_format) if grad is None else grad
+                _engine_run_backward((loss,), (grad,), bool(kwargs.get("retain_graph")),
+                                     bool(kwargs.get("create_graph")), (), allow_unreachable=True,
+                                     accumulate_grad=True)
+            return None
         if self.meta_default and func in self._constructors and kwargs.get("device") is None:
             kwargs["device"] = "meta"  # as torch.device("meta") does
         args, kwargs = self.caster.cast(func, args, kwargs)
