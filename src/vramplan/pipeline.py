@@ -12,7 +12,7 @@ from .build import build_model
 from .errors import VramplanError
 from .measure.cases import InferenceRequest, cases_for
 from .measure.weights import DTYPES, measure_weights
-from .results import InferenceFailure, ModelResult, RunResult
+from .results import InferenceFailure, ModelResult, RunResult, TrainingFailure
 from .sources import expand_references, resolve_model
 from .spec import DeferredSpec, ModelSpec, SourceOptions
 
@@ -28,6 +28,7 @@ def estimate(
     checkpoint: bool = True,
     inference: InferenceRequest | None = None,
     debug: bool = False,
+    training=None,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -42,6 +43,7 @@ def estimate(
         timeout: seconds to wait for any one Hub look-up.
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
+        training: a measure.training_cases.TrainingRequest: simulate two training steps per case.
         debug: print the traceback of each failed model to stderr.
 
     Returns:
@@ -52,14 +54,16 @@ def estimate(
     dtypes = _check_dtypes(dtypes)
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     results = [
-        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug)
+        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug,
+                      training=training)
         for reference in expand_references(references)
     ]
-    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference)
+    return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
+                     training=training)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
-                  timeout: float = 10.0, inference: InferenceRequest | None = None) -> ModelResult:
+                  timeout: float = 10.0, inference: InferenceRequest | None = None, training=None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -72,6 +76,13 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line_reason(exc))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
+    trained: tuple = ()
+    if training is not None:
+        try:
+            trained = simulate_training(model, training, spec.model_id)
+        except VramplanError as exc:
+            failures.append(one_line_reason(exc))
+        failures += [t.reason for t in trained if isinstance(t, TrainingFailure)]
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -82,6 +93,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         weights=weights,
         checkpoint=stored,
         inference=simulated,
+        training=trained,
         cli_args=spec.cli_args(),
     )
 
@@ -94,6 +106,19 @@ def simulate_inference(model, request: InferenceRequest, reference: str) -> tupl
     results = measure_inference_sweep(model, cases, reference=reference)
     return tuple(
         InferenceFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
+        for case, r in zip(cases, results)
+    )
+
+
+def simulate_training(model, request, reference: str) -> tuple:
+    """Simulate every training case of the request; a case that cannot run becomes a TrainingFailure."""
+    from .measure.training import measure_training_sweep
+    from .measure.training_cases import training_cases_for
+
+    cases = training_cases_for(model, request, reference)
+    results = measure_training_sweep(model, cases, reference=reference)
+    return tuple(
+        TrainingFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
         for case, r in zip(cases, results)
     )
 
@@ -122,13 +147,14 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
-                  inference: InferenceRequest | None, debug: bool) -> ModelResult:
+                  inference: InferenceRequest | None, debug: bool, training=None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
-        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference)
+        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
+                             training=training)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

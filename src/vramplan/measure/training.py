@@ -59,6 +59,7 @@ from .activations import (
     _Tracker,
 )
 from .autocast import AutocastCaster
+from .training_cases import OPTIMIZERS, PRECISIONS
 
 if TYPE_CHECKING:
     import torch
@@ -66,8 +67,6 @@ if TYPE_CHECKING:
 
 GRADIENT, OPTSTATE = "Gradient", "Optstate"
 TRAIN_CATEGORIES = (PARAMETER, BUFFER, GRADIENT, OPTSTATE, ACTIVATION, TEMP)
-PRECISIONS = ("fp32", "amp-bf16", "amp-fp16", "bf16", "fp16")
-OPTIMIZERS = ("adamw", "adamw-fused", "sgd", "adafactor", "adamw-8bit")
 SIMULATED_PRECISIONS = ("fp32", "amp-bf16", "bf16", "fp16")
 SIMULATED_OPTIMIZERS = ("adamw", "sgd")
 FREEZE = ("none", "backbone")

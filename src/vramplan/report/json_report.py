@@ -24,6 +24,9 @@ def render_json(run: RunResult) -> str:
     if run.inference is not None:
         for entry in payload["models"]:
             entry.setdefault("inference", [])
+    if run.training is not None:
+        for entry in payload["models"]:
+            entry.setdefault("training", [])
     return json.dumps(payload, indent=2) + "\n"
 
 
@@ -52,6 +55,10 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
     entry["checkpoint"] = checkpoint_json(result.checkpoint)
     if result.inference:
         entry["inference"] = inference_json(result)
+    if result.training:
+        from .training import training_json
+
+        entry["training"] = training_json(result)
     return entry
 
 

@@ -7,6 +7,7 @@ from .boxed import render_boxed
 from .checkpoint_text import checkpoint_lines
 from .inference import overhead_note, render_inference_boxed
 from .summary import inference_legend, report_title, reproduce_command, summary_cells, summary_header
+from .summary import training_legend
 
 RULE = "-" * 120
 BANNER = "=" * 120
@@ -33,6 +34,7 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
         RULE,
         *(" | ".join(summary_cells(model, run)) for model in run.models),
         *([legend] if (legend := inference_legend(run)) else []),
+        *([legend] if (legend := training_legend(run)) else []),
         "",
         "Detailed command outputs",
         BANNER,
@@ -52,7 +54,9 @@ def render_report_text(run: RunResult, family_title: str | None = None) -> str:
 def model_details(model) -> list[str]:
     """What follows the weights table: the checkpoint, the inference table, and an error that left weights."""
     error = [f"Error: {model.error}"] if model.error and model.weights is not None else []
-    return [*checkpoint_lines(model.checkpoint), *inference_block(model), *error]
+    from .training import render_training_text
+
+    return [*checkpoint_lines(model.checkpoint), *inference_block(model), *render_training_text(model), *error]
 
 
 def inference_block(model) -> list[str]:
