@@ -451,7 +451,11 @@ def _add_lora(module: "nn.Module", case: TrainingCase, head: tuple[str, ...]) ->
 def _enable_checkpointing(module: "nn.Module", reference: str) -> None:
     """transformers' gradient checkpointing, or torch.utils.checkpoint around each block of a plain module."""
     if getattr(module, "supports_gradient_checkpointing", False):
-        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if callable(getattr(module, "activation_checkpointing_enable", None)):  # transformers >= 5.2x
+            module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         return
     blocks = _largest_block_list(module)
     if blocks is None:
@@ -612,7 +616,8 @@ class _TrainTracker(_Tracker):
 
         out = _run_meta(func, args, kwargs)
         for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
+            # Host tensors (the optimizer's step counters) live in CPU memory when the target is a GPU.
+            if isinstance(leaf, torch.Tensor) and (self.allocator is None or leaf.device.type == "meta"):
                 self._track(leaf, self.new_category)
         self._kernel_memory(func, args, kwargs)
         return out

@@ -30,9 +30,9 @@ def format_binary(size: int) -> str:
 
 
 def trains_label(case: Any) -> str:
-    """What trains: `full`, `probe` (frozen backbone) or `LoRA r16`, with `+ckpt` for checkpointing."""
-    what = "probe" if case.freeze == "backbone" else (f"LoRA r{case.lora_rank}" if case.lora_rank else "full")
-    return what + (" +ckpt" if case.grad_checkpointing else "")
+    """What trains: `full`, `probe` (frozen backbone) or `LoRA16` (rank 16), with `ckpt` for checkpointing."""
+    what = "probe" if case.freeze == "backbone" else (f"LoRA{case.lora_rank}" if case.lora_rank else "full")
+    return what + (" ckpt" if case.grad_checkpointing else "")
 
 
 def training_case_label(case: Any, varying: set[str] = frozenset()) -> str:
@@ -47,11 +47,12 @@ def varying_fields(cases: list[Any]) -> set[str]:
     return {name for name in ("precision", "optimizer", "attn") if len({getattr(c, name) for c in cases}) > 1}
 
 
-def training_rows(result: ModelResult) -> list[list[str]]:
+def training_rows(result: ModelResult, items: list[Any] | None = None) -> list[list[str]]:
     """One row per case: the parts, the two totals, and the phase of the peak; failures give their reason."""
-    varying = varying_fields([item.case for item in result.training])
+    items = list(result.training) if items is None else items
+    varying = varying_fields([item.case for item in items])
     rows = []
-    for item in result.training:
+    for item in items:
         label = training_case_label(item.case, varying)
         if isinstance(item, TrainingFailure):
             rows.append([label, "error: " + item.reason] + [""] * (len(HEADERS) - 2))
@@ -63,9 +64,9 @@ def training_rows(result: ModelResult) -> list[list[str]]:
     return rows
 
 
-def training_title(result: ModelResult) -> str:
-    """The table's title: the model, the target and what all cases share."""
-    cases = [item.case for item in result.training]
+def training_title(result: ModelResult, items: list[Any] | None = None) -> str:
+    """The table's title: the model, the target and what all its cases share."""
+    cases = [item.case for item in (list(result.training) if items is None else items)]
     first = cases[0]
     varying = varying_fields(cases)
     shared = [getattr(first, n) for n in ("precision", "optimizer", "attn") if n not in varying]
@@ -73,19 +74,30 @@ def training_title(result: ModelResult) -> str:
 
 
 def render_training_text(result: ModelResult) -> list[str]:
-    """The title, an aligned table and its legend, as lines."""
+    """A table per (precision, optimizer, attention), titled, then the legend, as lines within 100 columns."""
     if not result.training:
         return []
-    rows = [list(HEADERS), *training_rows(result)]
-    widths = [max(len(row[i]) for row in rows if not row[1].startswith("error")) for i in range(len(HEADERS))]
-    lines = [training_title(result)]
+    groups: dict[tuple, list[Any]] = {}
+    for item in result.training:
+        groups.setdefault((item.case.precision, item.case.optimizer, item.case.attn), []).append(item)
+    lines: list[str] = []
+    for items in groups.values():
+        lines += [training_title(result, items), *_aligned([list(HEADERS), *training_rows(result, items)])]
+    return lines + [training_legend()]
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Left-aligned case, right-aligned sizes one space apart; a failed case spells its reason."""
+    ok = [row for row in rows if not row[1].startswith("error")]
+    widths = [max(len(row[i]) for row in ok) for i in range(len(HEADERS))]
+    lines = []
     for row in rows:
         if row[1].startswith("error"):
             lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
             continue
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1])] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return lines + [training_legend()]
+        sizes = " ".join(c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1]))
+        lines.append(f"{row[0].ljust(widths[0])}  {sizes}  {row[-1]}".rstrip())
+    return lines
 
 
 def training_legend() -> str:
