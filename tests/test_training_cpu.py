@@ -120,3 +120,55 @@ def test_gradient_checkpointing(config, kw, precision):
     plain = measure_training(_meta(config), TrainingCase(batch_size=2, precision=precision, device="cpu",
                                                          num_labels=10, **kw), reference="tiny")
     assert checkpointed.activation_bytes <= plain.activation_bytes
+
+
+class _SelfAutocastBackbone:
+    """A small ViT-like backbone whose forward runs its last block under torch.autocast, as DINOv3's heads do."""
+
+    @staticmethod
+    def build(device: str):
+        import torch
+        import torch.nn as nn
+
+        class Block(nn.Module):  # pre-norm attention and MLP, attention through F.scaled_dot_product_attention
+            def __init__(self) -> None:
+                super().__init__()
+                self.norm1, self.norm2 = nn.LayerNorm(128), nn.LayerNorm(128)
+                self.qkv, self.proj = nn.Linear(128, 384), nn.Linear(128, 128)
+                self.mlp = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128))
+
+            def forward(self, x):
+                b, n, _ = x.shape
+                q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, 4, 32).permute(2, 0, 3, 1, 4)
+                attn = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                x = x + self.proj(attn.transpose(1, 2).reshape(b, n, 128))
+                return x + self.mlp(self.norm2(x))
+
+        class Backbone(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.patch = nn.Conv2d(3, 128, 16, stride=16)
+                self.blocks = nn.ModuleList(Block() for _ in range(2))
+                self.head = nn.Sequential(nn.LayerNorm(128), nn.Linear(128, 512), nn.GELU(), nn.Linear(512, 128))
+
+            def forward(self, x):
+                x = self.patch(x).flatten(2).transpose(1, 2)
+                for block in self.blocks:
+                    x = block(x)
+                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                    return self.head(x)
+
+        torch.manual_seed(0)
+        with torch.device(device):
+            return Backbone()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+def test_model_that_opens_autocast_itself(precision):
+    # Batch 8 at 128 px: activations, not weights and optimizer state, make the peak, so casts matter.
+    case = TrainingCase(batch_size=8, precision=precision, device="cpu", image_size=(128, 128), num_labels=10)
+    simulated = measure_training(_SelfAutocastBackbone.build("meta"), case, reference="self-autocast")
+    real = cpu_training_peak(_SelfAutocastBackbone.build("cpu"), case)
+    assert abs(simulated.peak_allocated_bytes - real.peak) <= TOLERANCE * real.peak, (
+        f"simulated {simulated.peak_allocated_bytes} vs allocator {real.peak} bytes"
+    )

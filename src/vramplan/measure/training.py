@@ -36,7 +36,9 @@ Known limitations:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -259,7 +261,8 @@ class LinearProbe:
 
             def forward(self, pixel_values, labels):
                 feats = probe_features(call(self.backbone, pixel_values), prefix_tokens)
-                return F.cross_entropy(self.head(feats), labels)
+                # A backbone that ends under its own autocast returns half-precision tokens.
+                return F.cross_entropy(self.head(feats.to(self.head.weight.dtype)), labels)
 
         with torch.device("meta"):
             return _Probe()
@@ -290,7 +293,9 @@ def _simulate(model: "nn.Module", case: TrainingCase, reference: str) -> Trainin
     if case.attn == "flash" and (case.device != "cuda" or case.dtype == "float32" and case.precision == "fp32"):
         raise SimulationError(reference, "flash attention (flash_attention_2) needs --device cuda and fp16/bf16 compute")
     try:
-        trainee = prepare_trainee(model, case, reference, meta=True)
+        with warnings.catch_warnings(), _model_autocast(case.device):  # deprecation notices are not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            trainee = prepare_trainee(model, case, reference, meta=True)
     except SimulationError:
         raise
     except Exception as exc:
@@ -302,7 +307,8 @@ def _simulate(model: "nn.Module", case: TrainingCase, reference: str) -> Trainin
         clear()
     modes = _SimulationModes(case, tracker)
     try:
-        with modes:
+        with _model_autocast(case.device), modes, warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             optimizer = make_optimizer(trainee.module, case)
             tracker.watch_optimizer(optimizer)
             run_steps(trainee, optimizer, case, on_phase=modes.on_phase, steps=2, device="meta",
@@ -779,6 +785,30 @@ class _SimulationModes:
         finally:
             torch.clear_autocast_cache = self._saved_clear
             self.caster.clear_cache()
+
+
+@contextlib.contextmanager
+def _model_autocast(target: str):
+    """Let a model's own `torch.autocast(...)` drive the simulated casts while the simulation runs.
+
+    A model that opens `torch.autocast("cuda", ...)` (DINOv3's depth head) or names its tensors'
+    device (`x.device.type`, "meta" here) gets CPU autocast, whose state the simulated casts read
+    (`autocast.AutocastCaster`), with the target's op lists. Enabled or disabled, dtype and cache
+    setting are kept.
+    """
+    import torch
+
+    cls = torch.amp.autocast_mode.autocast
+    original = cls.__init__
+
+    def __init__(self, device_type: str, *args, **kwargs) -> None:
+        original(self, "cpu" if device_type in (target, "meta") else device_type, *args, **kwargs)
+
+    cls.__init__ = __init__
+    try:
+        yield
+    finally:
+        cls.__init__ = original
 
 
 def _function_mode_base():
