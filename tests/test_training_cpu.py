@@ -49,8 +49,8 @@ def _compare(config: dict, case: TrainingCase):
     return simulated, real
 
 
-@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+# fp32 + AdamW is test_adamw_step_temporaries_match_the_cpu_run; the others cross precision and optimizer.
+@pytest.mark.parametrize("precision,optimizer", [("amp-bf16", "adamw"), ("fp32", "sgd"), ("amp-bf16", "sgd")])
 def test_vit_classifier_two_steps(precision, optimizer):
     _compare(VIT_CLS, TrainingCase(batch_size=2, precision=precision, optimizer=optimizer, device="cpu",
                                    image_size=(64, 64)))
@@ -62,14 +62,12 @@ def test_dinov3_linear_probe_full_fine_tune(precision):
                                       num_labels=10))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("precision,attn", [("fp32", "sdpa"), ("amp-bf16", "sdpa"), ("amp-bf16", "eager")])
 def test_bert_classifier(precision, attn):
     _compare(BERT_CLS, TrainingCase(batch_size=2, precision=precision, attn=attn, device="cpu", seq_len=64))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("precision,optimizer", [("fp32", "adamw"), ("amp-bf16", "sgd")])
 def test_gpt2_language_model(precision, optimizer):
     _compare(GPT2_LM, TrainingCase(batch_size=2, precision=precision, optimizer=optimizer, device="cpu", seq_len=64))
 
@@ -97,7 +95,7 @@ def test_cuda_foreach_adamw_peaks_with_one_parameter_size_of_intermediates():
     assert params <= m.temp_bytes - 32 * 1024 * 1024 - 1024 * 1024 <= 1.1 * params  # minus cuBLAS workspaces
 
 
-@pytest.mark.parametrize("config,size", [(DINOV3_VIT, (96, 96)), (VIT_CLS, (64, 64))])
+@pytest.mark.parametrize("config,size", [(DINOV3_VIT, (96, 96))])
 def test_frozen_backbone_trains_only_the_head(config, size):
     case = TrainingCase(batch_size=2, precision="fp32", freeze="backbone", device="cpu", image_size=size, num_labels=10)
     simulated, _ = _compare(config, case)
@@ -112,8 +110,8 @@ def test_lora_through_peft(config, kw):
     assert simulated.trainable_parameters < simulated.total_parameters / 4
 
 
-@pytest.mark.parametrize("config,kw", [(DINOV3_VIT, {"image_size": (96, 96)}), (BERT_CLS, {"seq_len": 64})])
-@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+@pytest.mark.parametrize("config,kw,precision", [(DINOV3_VIT, {"image_size": (96, 96)}, "amp-bf16"),
+                                                (BERT_CLS, {"seq_len": 64}, "fp32")])
 def test_gradient_checkpointing(config, kw, precision):
     case = TrainingCase(batch_size=2, precision=precision, grad_checkpointing=True, device="cpu", num_labels=10, **kw)
     checkpointed, _ = _compare(config, case)

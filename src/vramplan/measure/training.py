@@ -25,13 +25,26 @@ Attention: the SDPA kernel the target would run is called explicitly (outside in
 `scaled_dot_product_attention` on meta tensors would decompose into the math path), so autograd
 saves what that kernel's backward needs (the logsumexp of the flash kernels).
 
+Kernel memory beyond the inference tracker's: the CPU flash-attention kernels' per-thread
+buffers (forward and backward), FlashAttention-2's backward dq accumulator and softmax_d on CUDA,
+and PyTorch's own CPU convolution's im2col buffers (checked against the CPU allocator).
+
 Known limitations:
-    - amp-fp16 (GradScaler), adamw-fused, adafactor and adamw-8bit are not simulated yet.
-    - CUDA flash/efficient attention backward workspaces other than FlashAttention-2's
-      dq accumulator and softmax_d are not modelled; cuDNN workspaces are not modelled.
+    - amp-fp16 (GradScaler), adamw-fused, adafactor and adamw-8bit are not simulated yet: such a
+      case fails with that reason and the others complete.
+    - CUDA memory-efficient attention's backward workspace and cuDNN convolution workspaces are
+      not modelled; on CPU, oneDNN's convolution scratchpad (x86 default; a few weight-sizes per
+      thread in the backward) and grouped (depthwise) convolutions' buffers are not modelled.
+    - Python-level torch composites (`F.multi_head_attention_forward`, used by
+      `nn.MultiheadAttention`) run whole below the function mode: their projections are not cast
+      under autocast and their attention takes the math path (errs high).
+    - Models whose training forward makes a data-dependent check (transformers' packed-sequence
+      detection with gradient checkpointing on GPT-2) cannot be simulated: `.item()` on meta.
     - The linear probe's head is sized from the backbone's output on a one-image forward.
-    - Tensors of the previous step (its batch and output) are released where Python would
-      release them in the loop above; a loop that keeps more (logging the logits) peaks higher.
+    - Tensors of the previous step (its batch and loss) are released where Python would release
+      them in the loop above; a loop that keeps more (logging the logits) peaks higher.
+    - A model's own `torch.autocast(...)` is honoured for its target device type or "meta";
+      `torch.autocast("cpu")` inside a model simulated for CUDA also applies (CUDA's op lists).
 """
 
 from __future__ import annotations
