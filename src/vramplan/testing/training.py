@@ -8,6 +8,7 @@ hold: weights, the batch, gradients, optimizer state, activations and temporarie
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +54,20 @@ def cpu_training_peak(model, case, reference: str = "real") -> RealTrainingPeak:
             pass
 
     # oneDNN's convolution scratchpad is not modelled: the check runs PyTorch's own convolution.
-    with torch.backends.mkldnn.flags(enabled=False), \
-            profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        trainee = prepare_trainee(model, case, reference, meta=False)
-        optimizer = make_optimizer(trainee.module, case)
-        run_steps(trainee, optimizer, case, steps=2, on_phase=mark)
-        del trainee, optimizer
+    with warnings.catch_warnings():  # flags() restores a TF32 setting and warns that this build has no Intel GPU
+        warnings.simplefilter("ignore", UserWarning)
+        no_onednn = torch.backends.mkldnn.flags(enabled=False)
+        no_onednn.__enter__()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            trainee = prepare_trainee(model, case, reference, meta=False)
+            optimizer = make_optimizer(trainee.module, case)
+            run_steps(trainee, optimizer, case, steps=2, on_phase=mark)
+            del trainee, optimizer
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            no_onednn.__exit__(None, None, None)
     events = prof.profiler.kineto_results.events()
     memory = sorted(
         (e.start_ns(), e.nbytes())
