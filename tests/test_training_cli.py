@@ -60,7 +60,8 @@ def test_checkpointing_lowers_activations_at_a_large_batch(run_cli, tiny):
 @pytest.mark.parametrize("columns", ["80", "120"])
 def test_text_table_stays_within_100_columns(run_cli, tiny, monkeypatch, columns):
     monkeypatch.setenv("COLUMNS", columns)
-    result = run_cli("estimate", tiny, "--mode", "train", "--image-size", "224,768x1344", "--batch-size", "1,32",
+    # The longest labels: a HEIGHTxWIDTH size, a two-digit batch, LoRA; two precisions make two tables.
+    result = run_cli("estimate", tiny, "--mode", "train", "--image-size", "768x1344", "--batch-size", "1,32",
                      "--trains", "probe,lora,full", "--precision", "amp-bf16,fp32")
     assert result.code == 0, result.err
     lines = result.out.splitlines()
@@ -69,7 +70,7 @@ def test_text_table_stays_within_100_columns(run_cli, tiny, monkeypatch, columns
     assert table[1].split() == ["case", "Weights", "Grads", "Optim", "Activ", "Temp", "max", "alloc", "on", "card",
                                 "peak", "in"]
     rows = [line for line in table if not line.startswith("Training peak of")]  # titles name the model
-    assert len(rows) >= 2 * 13 and all(len(line) <= 100 for line in rows)
+    assert len(rows) >= 2 * 7 and all(len(line) <= 100 for line in rows)
     assert "Training using Adam" in result.out  # the seed's column stays
     assert "GiB" in result.out or "MiB" in result.out
 
