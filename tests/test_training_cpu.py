@@ -25,6 +25,11 @@ DINOV3_VIT = {  # a bare backbone: trained through the linear probe
     "model_type": "dinov3_vit", "hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 3,
     "num_hidden_layers": 2, "num_register_tokens": 4, "patch_size": 16,
 }
+DINOV3_CONVNEXT = {"model_type": "dinov3_convnext", "depths": [1, 1, 2, 1], "hidden_sizes": [16, 32, 64, 128]}
+SWIN_CLS = {
+    "model_type": "swin", "embed_dim": 24, "depths": [1, 1], "num_heads": [2, 4], "image_size": 64, "window_size": 4,
+    "num_labels": 10, "architectures": ["SwinForImageClassification"],
+}
 BERT_CLS = {
     "model_type": "bert", "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 4,
     "num_hidden_layers": 2, "vocab_size": 500, "max_position_embeddings": 256,
@@ -60,6 +65,18 @@ def test_vit_classifier_two_steps(precision, optimizer):
 def test_dinov3_linear_probe_full_fine_tune(precision):
     _compare(DINOV3_VIT, TrainingCase(batch_size=2, precision=precision, device="cpu", image_size=(96, 96),
                                       num_labels=10))
+
+
+@pytest.mark.parametrize("precision,optimizer", [("fp32", "adamw"), ("amp-bf16", "sgd")])
+def test_dinov3_convnext_linear_probe_full_fine_tune(precision, optimizer):
+    _compare(DINOV3_CONVNEXT, TrainingCase(batch_size=2, precision=precision, optimizer=optimizer, attn="eager",
+                                           device="cpu", image_size=(96, 96), num_labels=10))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+def test_swin_classifier(precision):
+    # Swin's attention mask carries the relative position bias, which needs a gradient: the CPU runs math.
+    _compare(SWIN_CLS, TrainingCase(batch_size=2, precision=precision, device="cpu", image_size=(64, 64)))
 
 
 @pytest.mark.parametrize("precision,attn", [("fp32", "sdpa"), ("amp-bf16", "sdpa"), ("amp-bf16", "eager")])

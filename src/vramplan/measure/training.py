@@ -879,8 +879,9 @@ def _sdpa(case: InferenceCase, args: tuple, kwargs: dict, func):
     q, k, v, mask = bound["query"], bound["key"], bound["value"], bound.get("attn_mask")
     kernel = _sdpa_backend(case, q, k, v, mask)
     dropout, causal, scale = bound.get("dropout_p", 0.0), bound.get("is_causal", False), bound.get("scale")
-    if k.shape[-3] != q.shape[-3] or q.dim() != 4 or (kernel == "cpu-flash" and dropout > 0):
-        kernel = "math"  # the CPU flash kernel has no dropout (sdp_utils_cpp.cpp picks math)
+    cpu_flash_cannot = kernel == "cpu-flash" and (dropout > 0 or (mask is not None and mask.requires_grad))
+    if k.shape[-3] != q.shape[-3] or q.dim() != 4 or cpu_flash_cannot:
+        kernel = "math"  # the CPU flash kernel has no dropout and no mask gradient: sdp_utils_cpp.cpp picks math
     aten = torch.ops.aten
     if mask is not None and mask.dtype == torch.bool and kernel != "math":
         mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill_(mask.logical_not(), float("-inf"))
