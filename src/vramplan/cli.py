@@ -138,8 +138,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="do not read the checkpoint's safetensors headers (Hub repos, local directories)",
     )
     g = p.add_argument_group("inference (--mode inference): simulated forward passes, comma lists sweep")
-    g.add_argument("--mode", choices=("weights", "inference"), default="weights",
-                   help="weights: loading only (accelerate's table); inference: also the peak of a forward pass")
+    g.add_argument("--mode", choices=("weights", "inference", "train"), default="weights",
+                   help="weights: loading only (accelerate's table); inference: also the peak of a forward pass; "
+                        "train: also the peak of two training steps")
     g.add_argument("--image-size", action="append", default=[], metavar="SIZE[,SIZE]",
                    help="1024 or HEIGHTxWIDTH (768x1344); default: the model's own image size")
     g.add_argument("--seq-len", action="append", default=[], metavar="N[,N]",
@@ -163,10 +164,30 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="also find the largest batch per --gpu/--memory card and input size (vramplan fit)")
     add_fit_options(g)
     p.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the report's charts with matplotlib")
+    _training_options(p)
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
     )
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    from .measure.training_cases import OPTIMIZERS, PRECISIONS
+
+    g = p.add_argument_group("training (--mode train): two simulated training steps; also --image-size, --seq-len, "
+                             "--batch-size, --attn, --device; comma lists sweep")
+    g.add_argument("--precision", action="append", default=[], metavar="P[,P]",
+                   help=f"{', '.join(PRECISIONS)} (default: amp-bf16; amp = float32 weights, autocast compute)")
+    g.add_argument("--optimizer", action="append", default=[], metavar="OPT[,OPT]",
+                   help=f"{', '.join(OPTIMIZERS)} (default: adamw)")
+    g.add_argument("--trains", action="append", default=[], metavar="WHAT[,WHAT]",
+                   help="full, probe (the head only, as --freeze backbone) or lora (default: full)")
+    g.add_argument("--freeze", choices=("none", "backbone"), help="backbone: only the head (linear probe) trains")
+    g.add_argument("--lora-rank", type=int, metavar="R", help="train LoRA adapters of rank R (peft)")
+    g.add_argument("--lora-targets", metavar="NAMES", help="comma list of module names for LoRA (default: all linear)")
+    g.add_argument("--grad-checkpointing", action="store_true", help="recompute activations in the backward")
+    g.add_argument("--num-labels", type=int, default=1000, metavar="N",
+                   help="classes of the linear probe on a bare backbone (default: 1000)")
 
 
 def _add_estimate(sub) -> None:
@@ -295,6 +316,7 @@ def _estimate(args: argparse.Namespace, references: list[str]):
             references,
             fit=fit,
             inference=inference,
+            training=_training_request(args),
             dtypes=dtypes,
             library=args.library,
             trust_remote_code=args.trust_remote_code,
@@ -367,7 +389,9 @@ def _inference_request(args: argparse.Namespace):
     inference_flags = (args.image_size, args.seq_len, args.batch_size, args.attn, args.input_shape, args.gpu,
                        args.memory)
     if args.mode != "inference":
-        if any(inference_flags):
+        if args.mode == "train" and args.dtype:
+            raise UsageError("--mode train takes --precision, not --dtype")
+        if any(inference_flags) and args.mode != "train":
             raise UsageError("--image-size, --seq-len, --input-shape, --batch-size, --attn, --gpu and --memory "
                              "need --mode inference")
         return None
@@ -392,6 +416,45 @@ def _inference_request(args: argparse.Namespace):
     for note in skipped_combinations(request):  # a UsageError when no pair can run
         print(f"vramplan: note: {note}", file=sys.stderr)
     return request
+
+
+def _training_request(args: argparse.Namespace):
+    """The training sweep the flags ask for, or None unless --mode train."""
+    from .measure.cases import parse_choices, parse_image_sizes, parse_int_list
+    from .measure.training_cases import OPTIMIZERS, PRECISIONS, TrainingRequest
+
+    flags = (args.precision, args.optimizer, args.trains, args.freeze, args.lora_rank, args.lora_targets,
+             args.grad_checkpointing)
+    if args.mode != "train":
+        if any(f not in (None, [], False) for f in flags):
+            raise UsageError("--precision, --optimizer, --trains, --freeze, --lora-rank, --lora-targets and "
+                             "--grad-checkpointing need --mode train")
+        return None
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise UsageError(f"--lora-rank must be a positive whole number, got {args.lora_rank}")
+    if args.num_labels < 1:
+        raise UsageError(f"--num-labels must be a positive whole number, got {args.num_labels}")
+    trains = list(parse_choices(args.trains, "--trains", ("full", "probe", "lora")))
+    if args.freeze == "backbone":
+        trains.append("probe")
+    if args.lora_rank:
+        trains.append("lora")
+    if args.lora_targets and "lora" not in trains:
+        raise UsageError("--lora-targets needs --lora-rank R (or --trains lora)")
+    return TrainingRequest(
+        image_sizes=parse_image_sizes(args.image_size),
+        seq_lens=parse_int_list(args.seq_len, "--seq-len"),
+        batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
+        precisions=parse_choices(args.precision, "--precision", PRECISIONS) or ("amp-bf16",),
+        optimizers=parse_choices(args.optimizer, "--optimizer", OPTIMIZERS) or ("adamw",),
+        attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
+        device=args.device,
+        trains=tuple(dict.fromkeys(trains)) or ("full",),
+        grad_checkpointing=args.grad_checkpointing,
+        lora_rank=args.lora_rank or 16,
+        lora_targets=tuple(t.strip() for t in (args.lora_targets or "").split(",") if t.strip()),
+        num_labels=args.num_labels,
+    )
 
 
 def _positive_float(text: str) -> float:
@@ -505,6 +568,8 @@ def _weights_dtypes(args: argparse.Namespace) -> tuple[str, ...]:
 
     if args.mode == "inference" or not args.dtype:
         return tuple(args.dtypes or DTYPES)
+    if args.mode == "train":
+        raise UsageError("--mode train takes --precision, not --dtype (fp32, amp-bf16, bf16, ...)")
     if args.dtypes:
         raise UsageError("--dtype and --dtypes both name the weights table's rows here: give one of them "
                          "(--dtype is the simulated dtype only with --mode inference)")

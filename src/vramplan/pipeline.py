@@ -14,7 +14,7 @@ from .errors import VramplanError, one_line
 from .measure.cases import InferenceRequest, cases_for
 from .measure.weights import DTYPES, measure_weights
 from .progress import RunProgress
-from .results import InferenceFailure, ModelResult, RunResult
+from .results import InferenceFailure, ModelResult, RunResult, TrainingFailure
 from .sources import expand_references, resolve_model
 from .spec import DeferredSpec, ModelSpec, SourceOptions
 
@@ -32,6 +32,7 @@ def estimate(
     debug: bool = False,
     progress: RunProgress | None = None,
     fit=None,
+    training=None,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -47,6 +48,7 @@ def estimate(
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
         fit: a plan.fit.FitRequest: the largest batch (or input) that fits on each of its cards.
+        training: a measure.training_cases.TrainingRequest: simulate two training steps per case.
         debug: print the traceback of each failed model and each failed inference case to stderr.
         progress: told as each model and inference case starts (vramplan.progress; the CLI's bar).
 
@@ -63,14 +65,14 @@ def estimate(
     for index, reference in enumerate(expanded):
         progress.start_model(index, len(expanded), _reference_name(reference))
         results.append(_estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference,
-                                     debug=debug, progress=progress, fit=fit))
+                                     debug=debug, progress=progress, fit=fit, training=training))
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
-                     fit=fit)
+                     fit=fit, training=training)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
                   timeout: float = 10.0, inference: InferenceRequest | None = None, debug: bool = False,
-                  progress: RunProgress | None = None, fit=None) -> ModelResult:
+                  progress: RunProgress | None = None, fit=None, training=None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -92,6 +94,13 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line(exc, typed=True))
         failures += [c.error for c in cells if c.error]
+    trained: tuple = ()
+    if training is not None:
+        try:
+            trained = simulate_training(model, training, spec.model_id)
+        except VramplanError as exc:
+            failures.append(one_line(exc, typed=True))
+        failures += [t.reason for t in trained if isinstance(t, TrainingFailure)]
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -102,6 +111,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         weights=weights,
         checkpoint=stored,
         inference=simulated,
+        training=trained,
         cli_args=spec.cli_args(),
         fit=cells,
     )
@@ -123,6 +133,19 @@ def simulate_inference(model, request: InferenceRequest, reference: str, *, debu
             traceback.print_exception(failed, file=sys.stderr)
     return tuple(
         InferenceFailure(case, one_line(r, typed=True)) if isinstance(r, Exception) else r
+        for case, r in zip(cases, results)
+    )
+
+
+def simulate_training(model, request, reference: str) -> tuple:
+    """Simulate every training case of the request; a case that cannot run becomes a TrainingFailure."""
+    from .measure.training import measure_training_sweep
+    from .measure.training_cases import training_cases_for
+
+    cases = training_cases_for(model, request, reference)
+    results = measure_training_sweep(model, cases, reference=reference)
+    return tuple(
+        TrainingFailure(case, one_line(r, typed=True)) if isinstance(r, Exception) else r
         for case, r in zip(cases, results)
     )
 
@@ -152,14 +175,14 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
                   inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None,
-                  fit=None) -> ModelResult:
+                  fit=None, training=None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
         return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
-                             debug=debug, progress=progress, fit=fit)
+                             debug=debug, progress=progress, fit=fit, training=training)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

@@ -17,6 +17,14 @@ class InferenceFailure:
 
 
 @dataclass(frozen=True)
+class TrainingFailure:
+    """A training case that could not be simulated, and why."""
+
+    case: Any  # measure.training.TrainingCase
+    reason: str
+
+
+@dataclass(frozen=True)
 class ModelResult:
     """Everything measured for one model, or the one-line reason it failed."""
 
@@ -29,6 +37,7 @@ class ModelResult:
     weights: WeightsEstimate | None = None
     checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
     inference: tuple[Any, ...] = ()  # InferenceMeasurement or InferenceFailure, in the order asked
+    training: tuple[Any, ...] = ()  # TrainingMeasurement or TrainingFailure, in the order asked
     cli_args: tuple[str, ...] = ()  # the `vramplan estimate` arguments that name this model again
     fit: tuple[Any, ...] = ()  # plan.fit.FitCell per (card, input size), when a fit was asked for
 
@@ -46,6 +55,7 @@ class RunResult:
     generated: str  # ISO timestamp, seconds
     inference: Any = None  # measure.cases.InferenceRequest when inference was asked for
     fit: Any = None  # plan.fit.FitRequest when a fit was asked for
+    training: Any = None  # measure.training_cases.TrainingRequest when training was asked for
 
     @property
     def exit_code(self) -> int:

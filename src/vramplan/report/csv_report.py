@@ -18,7 +18,9 @@ INFERENCE_COLUMNS = (
 
 
 def render_csv(run: RunResult) -> str:
-    """The run as CSV: weights rows, or with inference asked for, one row per model and case."""
+    """The run as CSV: weights rows, or with inference (training) asked for, one row per model and case."""
+    if run.training is not None:
+        return render_training_csv(run)
     return render_inference_csv(run) if run.inference is not None else render_weights_csv(run)
 
 
@@ -60,4 +62,16 @@ def render_inference_csv(run: RunResult) -> str:
             writer.writerow([model.model, "error" if "error" in entry else "ok", entry.get("error", ""), h, w,
                              _blank(entry.get("seq_len")), entry["batch_size"], entry["dtype"], entry["attn"],
                              entry["device"], *sizes])
+    return out.getvalue()
+
+
+def render_training_csv(run: RunResult) -> str:
+    """A row per model and training case; a failed case carries its reason and empty sizes."""
+    from .training import TRAINING_CSV_COLUMNS, training_csv_rows
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TRAINING_CSV_COLUMNS)
+    for model in run.models:
+        writer.writerows(training_csv_rows(model))
     return out.getvalue()

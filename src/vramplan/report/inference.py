@@ -84,7 +84,10 @@ def render_inference_table(result: ModelResult, width: int = 100) -> str:
 
 def failure_reasons(result: ModelResult) -> list[str]:
     """Each distinct reason the model or its cases failed, in order."""
-    reasons = [item.reason for item in result.inference if isinstance(item, InferenceFailure)]
+    from ..results import TrainingFailure
+
+    failed = (InferenceFailure, TrainingFailure)
+    reasons = [item.reason for item in (*result.inference, *result.training) if isinstance(item, failed)]
     return list(dict.fromkeys(reasons or ([result.error] if result.error else [])))
 
 

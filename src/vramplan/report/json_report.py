@@ -27,6 +27,9 @@ def render_json(run: RunResult) -> str:
     if run.fit is not None:
         for entry in payload["models"]:
             entry.setdefault("fit", [])
+    if run.training is not None:
+        for entry in payload["models"]:
+            entry.setdefault("training", [])
     return json.dumps(payload, indent=2) + "\n"
 
 
@@ -59,6 +62,10 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
         entry["inference"] = inference_json(result)
     if result.fit:
         entry["fit"] = [cell.as_json() for cell in result.fit]
+    if result.training:
+        from .training import training_json
+
+        entry["training"] = training_json(result)
     return entry
 
 

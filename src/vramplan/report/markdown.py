@@ -8,6 +8,7 @@ from .checkpoint_text import checkpoint_lines
 from .inference import HEADERS as INFERENCE_HEADERS
 from .inference import failure_reasons, inference_rows, inference_title, overhead_note
 from .summary import inference_legend, report_title, reproduce_command, summary_cells, summary_header
+from .summary import training_legend
 
 
 def render_markdown(run: RunResult, family_title: str | None = None, *, with_summary: bool = True) -> str:
@@ -25,6 +26,7 @@ def render_markdown(run: RunResult, family_title: str | None = None, *, with_sum
             *_table(summary_header(run), [summary_cells(m, run) for m in run.models]),
             "",
             *([legend, ""] if (legend := inference_legend(run)) else []),
+            *([legend, ""] if (legend := training_legend(run)) else []),
         ]
     for model in run.models:
         parts += _model_section(model, run)
@@ -44,6 +46,13 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
         out += [f"{inference_title(model)}:", "", *_table(list(INFERENCE_HEADERS), inference_rows(model)), ""]
         note = overhead_note(model)
         out += [note, ""] if note else []
+    if model.training:
+        from .training import HEADERS as TRAINING_HEADERS
+        from .training import training_legend as table_legend
+        from .training import training_rows, training_title
+
+        out += [f"{training_title(model)}:", "", *_table(list(TRAINING_HEADERS), training_rows(model)), "",
+                table_legend().replace("\n", " "), ""]
     out += [line for reason in failure_reasons(model) for line in (f"Error: {_escape(reason)}", "")]
     return out
 

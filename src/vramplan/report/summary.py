@@ -19,7 +19,7 @@ def report_title(family_title: str | None) -> str:
 
 def summary_header(run: RunResult) -> list[str]:
     """Model, a column per weights dtype, a column per inference case (if any), status."""
-    return ["Model", *run.dtypes, *inference_labels(run), "status"]
+    return ["Model", *run.dtypes, *inference_labels(run), *training_labels(run), "status"]
 
 
 def summary_cells(result: ModelResult, run: RunResult) -> list[str]:
@@ -27,10 +27,32 @@ def summary_cells(result: ModelResult, run: RunResult) -> list[str]:
     cases = ["-"] * len(inference_labels(run))
     for i, item in enumerate(result.inference[: len(cases)]):
         cases[i] = "error" if isinstance(item, InferenceFailure) else binary_bytes(item.peak_device_bytes)
+    cases += training_cells(result, run)
     if result.weights is None:
         return [result.model, *("-" for _ in run.dtypes), *cases, status_text(result)]
     sizes = [format_bytes(result.weights.row(dtype).total_bytes) for dtype in run.dtypes]
     return [result.model, *sizes, *cases, status_text(result)]
+
+
+def training_labels(run: RunResult) -> list[str]:
+    """Column labels of the training cases, from the model that has the most of them."""
+    from .training import training_case_label, varying_fields
+
+    if run.training is None:
+        return []
+    longest = [item.case for item in max((m.training for m in run.models), key=len, default=())]
+    return [training_case_label(case, varying_fields(longest)) for case in longest]
+
+
+def training_cells(result: ModelResult, run: RunResult) -> list[str]:
+    """Peak on the card per training case (binary units), "error" or "-"."""
+    from ..results import TrainingFailure
+    from .training import format_binary
+
+    cells = ["-"] * len(training_labels(run))
+    for i, item in enumerate(result.training[: len(cells)]):
+        cells[i] = "error" if isinstance(item, TrainingFailure) else format_binary(item.peak_device_bytes)
+    return cells
 
 
 def inference_labels(run: RunResult) -> list[str]:
@@ -68,6 +90,18 @@ def _target(run: RunResult) -> str:
         if model.inference:
             return target_name(model.inference[0].case)
     return target_name(None) if run.inference.device == "cuda" else run.inference.device
+
+
+def training_legend(run: RunResult) -> str | None:
+    """What the training columns of the summary hold."""
+    request = run.training
+    if request is None:
+        return None
+    return (
+        f"Training columns: peak memory on the card over two training steps (simulated {request.device}, "
+        f"{', '.join(request.precisions)}, {', '.join(request.optimizers)}), weights included; probe = frozen "
+        f"backbone + linear head"
+    )
 
 
 def status_text(result: ModelResult) -> str:
@@ -116,4 +150,27 @@ def reproduce_command(result: ModelResult, run: RunResult) -> str:
         if request.gpu is not None and request.device == "cuda":
             words += ["--memory", request.gpu.name.removeprefix("memory-")] if request.gpu.source == "--memory" \
                 else ["--gpu", request.gpu.name]
+    if run.training is not None:
+        words += training_words(run.training)
     return shlex.join(words)
+
+
+def training_words(request) -> list[str]:
+    """The `--mode train` flags that ask for this training sweep again."""
+    words = ["--mode", "train"]
+    if request.image_sizes:
+        words += ["--image-size", ",".join(f"{h}" if h == w else f"{h}x{w}" for h, w in request.image_sizes)]
+    if request.seq_lens:
+        words += ["--seq-len", ",".join(map(str, request.seq_lens))]
+    words += ["--batch-size", ",".join(map(str, request.batch_sizes)), "--precision", ",".join(request.precisions),
+              "--optimizer", ",".join(request.optimizers), "--attn", ",".join(request.attns),
+              "--device", request.device, "--trains", ",".join(request.trains)]
+    if "lora" in request.trains:
+        words += ["--lora-rank", str(request.lora_rank)]
+        if request.lora_targets:
+            words += ["--lora-targets", ",".join(request.lora_targets)]
+    if request.grad_checkpointing:
+        words.append("--grad-checkpointing")
+    if request.num_labels != 1000:
+        words += ["--num-labels", str(request.num_labels)]
+    return words

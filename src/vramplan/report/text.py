@@ -15,6 +15,9 @@ from .summary import (
     reproduce_command,
     summary_cells,
     summary_header,
+    training_cells,
+    training_labels,
+    training_legend,
 )
 from .table import UNITS_NOTE, render_table
 
@@ -65,17 +68,25 @@ def render_report_text(run: RunResult, family_title: str | None = None, width: i
 
 
 def summary_lines(run: RunResult, width: int) -> list[str]:
-    """The seed's summary (weights only), or aligned weights and inference tables."""
-    if run.inference is None:
+    """The seed's summary (weights only), or aligned weights, inference and training tables."""
+    if run.inference is None and run.training is None:
         return [" | ".join(summary_header(run)), RULE, *(" | ".join(summary_cells(m, run)) for m in run.models)]
     header = ["Model", *run.dtypes, "status"]
     rows = [[cells[0], *cells[1 : 1 + len(run.dtypes)], cells[-1]] for cells in (summary_cells(m, run) for m in run.models)]
-    weights = render_table(header, rows, width=width, numeric=range(1, len(header) - 1)).rstrip("\n")
-    inference_header, inference_rows = inference_summary(run)
-    peaks = render_table(inference_header, inference_rows, width=width,
-                         numeric=range(1, len(inference_header))).rstrip("\n")
-    legend = wrap_paragraphs(inference_legend(run), width)
-    return [weights, f"Note: {UNITS_NOTE}", "", "Peak on the card, one forward", peaks, *legend]
+    lines = [render_table(header, rows, width=width, numeric=range(1, len(header) - 1)).rstrip("\n"),
+             f"Note: {UNITS_NOTE}"]
+    if run.inference is not None:
+        inference_header, inference_rows = inference_summary(run)
+        peaks = render_table(inference_header, inference_rows, width=width,
+                             numeric=range(1, len(inference_header))).rstrip("\n")
+        lines += ["", "Peak on the card, one forward", peaks, *wrap_paragraphs(inference_legend(run), width)]
+    if run.training is not None:
+        training_header = ["Model", *training_labels(run)]
+        training_rows = [[m.model, *training_cells(m, run)] for m in run.models]
+        steps = render_table(training_header, training_rows, width=width,
+                             numeric=range(1, len(training_header))).rstrip("\n")
+        lines += ["", "Peak on the card, two training steps", steps, *wrap_paragraphs(training_legend(run), width)]
+    return lines
 
 
 def largest_layer_note(model) -> list[str]:
@@ -94,7 +105,10 @@ def model_details(model, width: int = 100) -> list[str]:
     """What follows the weights table: the checkpoint, the inference table, and each error that left weights."""
     errors = [f"Error: {reason}" for reason in failure_reasons(model)] if model.weights is not None else []
     ties = [f"Note: {note}"] if model.weights is not None and (note := model.weights.tie_note()) else []
-    return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model, width), *errors]
+    from .training import render_training_text
+
+    return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model, width), *render_training_text(model),
+            *errors]
 
 
 def inference_block(model, width: int = 100) -> list[str]:

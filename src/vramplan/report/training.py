@@ -1,0 +1,135 @@
+"""Training tables: the simulated peak of two training steps per case, in MemTracker's categories.
+
+Sizes are in binary units (KiB, MiB, GiB), three significant digits, so a table of eight
+sizes stays within 100 columns. The weights table's "Training using Adam" (accelerate's
+weights x 4) is left as it is; this table says what the real step needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..results import ModelResult, TrainingFailure
+from .inference import case_input
+
+HEADERS = ("case", "Weights", "Grads", "Optim", "Activ", "Temp", "max alloc", "on card", "peak in")
+_PHASE = {"forward": "fwd", "backward": "bwd", "optimizer step": "step"}
+
+
+def format_binary(size: int) -> str:
+    """`512 B`, `1.50 KiB`, `12.3 MiB`, `123 GiB`: binary units, three significant digits."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    digits = 2 if value < 10 else (1 if value < 100 else 0)
+    return f"{value:.{digits}f} {unit}"
+
+
+def trains_label(case: Any) -> str:
+    """What trains: `full`, `probe` (frozen backbone) or `LoRA16` (rank 16), with `ckpt` for checkpointing."""
+    what = "probe" if case.freeze == "backbone" else (f"LoRA{case.lora_rank}" if case.lora_rank else "full")
+    return what + (" ckpt" if case.grad_checkpointing else "")
+
+
+def training_case_label(case: Any, varying: set[str] = frozenset()) -> str:
+    """`224px b32 probe`, with precision, optimizer and attention when they vary in the run."""
+    parts = [case_input(case), f"b{case.batch_size}", trains_label(case)]
+    parts += [getattr(case, name) for name in ("precision", "optimizer", "attn") if name in varying]
+    return " ".join(parts)
+
+
+def varying_fields(cases: list[Any]) -> set[str]:
+    """Which of precision, optimizer and attention differ between the cases."""
+    return {name for name in ("precision", "optimizer", "attn") if len({getattr(c, name) for c in cases}) > 1}
+
+
+def training_rows(result: ModelResult, items: list[Any] | None = None) -> list[list[str]]:
+    """One row per case: the parts, the two totals, and the phase of the peak; failures give their reason."""
+    items = list(result.training) if items is None else items
+    varying = varying_fields([item.case for item in items])
+    rows = []
+    for item in items:
+        label = training_case_label(item.case, varying)
+        if isinstance(item, TrainingFailure):
+            rows.append([label, "error: " + item.reason] + [""] * (len(HEADERS) - 2))
+            continue
+        rows.append([label, *(format_binary(v) for v in (
+            item.parameter_bytes + item.buffer_bytes, item.gradient_bytes, item.optimizer_state_bytes,
+            item.activation_bytes, item.temp_bytes, item.peak_allocated_bytes, item.peak_device_bytes,
+        )), _PHASE.get(item.peak_phase, item.peak_phase)])
+    return rows
+
+
+def training_title(result: ModelResult, items: list[Any] | None = None) -> str:
+    """The table's title: the model, the target and what all its cases share."""
+    cases = [item.case for item in (list(result.training) if items is None else items)]
+    first = cases[0]
+    varying = varying_fields(cases)
+    shared = [getattr(first, n) for n in ("precision", "optimizer", "attn") if n not in varying]
+    return f"Training peak of `{result.model}` (2 steps, simulated {first.device}, {', '.join(shared)})"
+
+
+def render_training_text(result: ModelResult) -> list[str]:
+    """A table per (precision, optimizer, attention), titled, then the legend, as lines within 100 columns."""
+    if not result.training:
+        return []
+    groups: dict[tuple, list[Any]] = {}
+    for item in result.training:
+        groups.setdefault((item.case.precision, item.case.optimizer, item.case.attn), []).append(item)
+    lines: list[str] = []
+    for items in groups.values():
+        lines += [training_title(result, items), *_aligned([list(HEADERS), *training_rows(result, items)])]
+    return lines + [training_legend()]
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Left-aligned case, right-aligned sizes one space apart; a failed case spells its reason."""
+    ok = [row for row in rows if not row[1].startswith("error")]
+    widths = [max(len(row[i]) for row in ok) for i in range(len(HEADERS))]
+    lines = []
+    for row in rows:
+        if row[1].startswith("error"):
+            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
+            continue
+        sizes = " ".join(c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1]))
+        lines.append(f"{row[0].ljust(widths[0])}  {sizes}  {row[-1]}".rstrip())
+    return lines
+
+
+def training_legend() -> str:
+    return ("Weights = parameters + buffers; Optim = optimizer state; Temp = temporaries of the backward and\n"
+            "the step, kernel buffers; peak in fwd, bwd or step (optimizer). \"Training using Adam\" = weights x 4.")
+
+
+def training_json(result: ModelResult) -> list[dict[str, Any]]:
+    """The model's JSON `training` list (failed cases carry `error`)."""
+    return [
+        {**item.case.as_json(), "error": item.reason} if isinstance(item, TrainingFailure) else item.as_json()
+        for item in result.training
+    ]
+
+
+TRAINING_CSV_COLUMNS = (
+    "model", "status", "error", "image_height", "image_width", "seq_len", "batch_size", "precision", "optimizer",
+    "attn", "device", "grad_checkpointing", "freeze", "lora_rank", "parameter_bytes", "buffer_bytes",
+    "gradient_bytes", "optimizer_state_bytes", "activation_bytes", "temp_bytes", "peak_allocated_bytes",
+    "peak_device_bytes", "peak_phase",
+)
+
+
+def training_csv_rows(result: ModelResult) -> list[list[Any]]:
+    """CSV rows, one per case (one bare row for a model with none)."""
+    if not result.training:
+        return [[result.model, result.status, result.error or ""] + [""] * (len(TRAINING_CSV_COLUMNS) - 3)]
+    rows = []
+    for entry in training_json(result):
+        h, w = entry.get("image_size") or ("", "")
+        head = [result.model, "error" if "error" in entry else "ok", entry.get("error", ""), h, w,
+                entry.get("seq_len", "")]
+        rest = ["" if entry.get(c) is None else entry.get(c) for c in TRAINING_CSV_COLUMNS[6:]]
+        rows.append(head + rest)
+    return rows
