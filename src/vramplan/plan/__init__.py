@@ -1,0 +1,1 @@
+"""What to do about a measurement: sharding over GPUs, engine configs that start the run."""
