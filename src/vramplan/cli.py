@@ -107,6 +107,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="sdpa, eager or flash (flash_attention_2) (default: sdpa)")
     g.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="the simulated target (default: cuda, an H100's kernels and allocator)")
+    g.add_argument("--gpus", type=int, metavar="N",
+                   help="split each case over N cards as device_map='auto' does (accelerate's infer_auto_device_map)")
+    g.add_argument("--memory", metavar="SIZE", help="memory of one card for --gpus, e.g. 80GiB (default: an H100's)")
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
@@ -216,6 +219,7 @@ def _estimate(args: argparse.Namespace, references: list[str]):
     return estimate(
         references,
         inference=_inference_request(args),
+        **_split_options(args),
         dtypes=args.dtypes,
         library=args.library,
         trust_remote_code=args.trust_remote_code,
@@ -262,6 +266,21 @@ def _inference_request(args: argparse.Namespace):
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
     )
+
+
+def _split_options(args: argparse.Namespace) -> dict:
+    """--gpus/--memory for the inference split (the lead can feed a GPU catalogue's memory to card_memory)."""
+    from .plan.inference_split import card_memory
+
+    if args.gpus is None:
+        if args.memory is not None:
+            raise UsageError("--memory needs --gpus N")
+        return {}
+    if args.mode != "inference":
+        raise UsageError("--gpus needs --mode inference")
+    if args.gpus < 1:
+        raise UsageError(f"--gpus `{args.gpus}` must be at least 1")
+    return {"gpus": args.gpus, "card_bytes": card_memory(args.memory)}
 
 
 def _positive_float(text: str) -> float:

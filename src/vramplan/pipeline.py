@@ -27,6 +27,8 @@ def estimate(
     timeout: float = 10.0,
     checkpoint: bool = True,
     inference: InferenceRequest | None = None,
+    gpus: int | None = None,
+    card_bytes: int | None = None,
     debug: bool = False,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
@@ -42,6 +44,8 @@ def estimate(
         timeout: seconds to wait for any one Hub look-up.
         checkpoint: read the checkpoint's safetensors headers (Hub repos, local directories).
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
+        gpus: split each inference case over this many cards (accelerate's device_map="auto").
+        card_bytes: memory of one card for the split (default: an H100's).
         debug: print the traceback of each failed model to stderr.
 
     Returns:
@@ -52,14 +56,16 @@ def estimate(
     dtypes = _check_dtypes(dtypes)
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     results = [
-        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug)
+        _estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference, debug=debug,
+                      split=(gpus, card_bytes) if gpus else None)
         for reference in expand_references(references)
     ]
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
-                  timeout: float = 10.0, inference: InferenceRequest | None = None) -> ModelResult:
+                  timeout: float = 10.0, inference: InferenceRequest | None = None,
+                  split: tuple[int, int | None] | None = None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -72,6 +78,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line_reason(exc))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
+    splits = split_cases(model, simulated, *split) if split else ()
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -82,6 +89,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         weights=weights,
         checkpoint=stored,
         inference=simulated,
+        splits=splits,
         cli_args=spec.cli_args(),
     )
 
@@ -96,6 +104,14 @@ def simulate_inference(model, request: InferenceRequest, reference: str) -> tupl
         InferenceFailure(case, one_line_reason(r)) if isinstance(r, Exception) else r
         for case, r in zip(cases, results)
     )
+
+
+def split_cases(model, simulated: tuple, gpus: int, card_bytes: int | None) -> tuple:
+    """Each simulated case split over `gpus` cards; None where the case failed."""
+    from .plan.inference_split import H100_BYTES, split_inference
+
+    return tuple(None if isinstance(s, InferenceFailure) else split_inference(model, s, gpus, card_bytes or H100_BYTES)
+                 for s in simulated)
 
 
 def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
@@ -122,13 +138,14 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
-                  inference: InferenceRequest | None, debug: bool) -> ModelResult:
+                  inference: InferenceRequest | None, debug: bool, split=None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
-        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference)
+        return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
+                             split=split)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

@@ -29,6 +29,7 @@ class ModelResult:
     weights: WeightsEstimate | None = None
     checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
     inference: tuple[Any, ...] = ()  # InferenceMeasurement or InferenceFailure, in the order asked
+    splits: tuple[Any, ...] = ()  # plan.inference_split.InferenceSplit per inference case (None: failed), --gpus
     cli_args: tuple[str, ...] = ()  # the `vramplan estimate` arguments that name this model again
 
     @property

@@ -59,5 +59,7 @@ def inference_block(model) -> list[str]:
     """The inference table and what its last column adds, when inference was simulated."""
     if not model.inference:
         return []
+    from .multigpu import split_lines
+
     note = overhead_note(model)
-    return [render_inference_boxed(model), *([note] if note else [])]
+    return [render_inference_boxed(model), *([note] if note else []), *split_lines(model)]
