@@ -162,6 +162,21 @@ class _Phase:
         return self.parameter + self.gradient + self.optstate + self.comm + self.activation
 
 
+def step_from_phase_peaks(states: ModelStates, forward: int, backward: int, optimizer: int) -> StepActivations:
+    """The activations and temporaries of a one-GPU step from its per-phase peaks (absolute bytes).
+
+    In the second step's forward the optimizer state is alive and the gradients are not (set_to_none);
+    in backward and the optimizer step all model states are counted whole, so what remains is the
+    activations and temporaries (a backward peak reached before every gradient exists leaves them low).
+    """
+    wb, t = states.weight_bytes, states.trainable
+    weights = (t + states.frozen) * wb + states.buffer_bytes
+    opt = math.ceil(t * states.optstate_bytes)
+    return StepActivations(forward_bytes=max(forward - weights - opt, 0),
+                           backward_bytes=max(backward - weights - t * wb - opt, 0),
+                           optimizer_bytes=max(optimizer - weights - t * wb - opt, 0))
+
+
 def plan_sharding(states: ModelStates, step: StepActivations, plan: ParallelPlan,
                   ddp_bucket_view: bool = False) -> ShardedPeak:
     """The per-GPU peak of the busiest rank and the per-node CPU memory for one plan."""
@@ -210,21 +225,50 @@ def _fsdp(states: ModelStates, step: StepActivations, plan: ParallelPlan) -> tup
     shard_t = sum(u.shard_numel(w, False) for u in states.units)
     shard_all = sum(u.shard_numel(w) for u in states.units)
     params, grads, opt = shard_all * wb, shard_t * wb, math.ceil(shard_t * states.optstate_bytes)
-    gathered = [_rows_numel(u, w) * cb for u in states.units]
-    root, blocks = gathered[-1], gathered[:-1] or [0]
-    root_grads = _rows_numel(states.units[-1], w, trainable_only=True) * cb
-    block_grads = max((_rows_numel(u, w, trainable_only=True) for u in states.units[:-1]), default=0) * cb
-    live_blocks = sum(blocks) if not plan.reshard_after_forward else 2 * max(blocks)
-    forward = root + live_blocks
-    backward = root + root_grads + (sum(blocks) if not plan.reshard_after_forward else 2 * max(blocks)) + 2 * block_grads
+    forward, backward = _fsdp_comm(states, w, cb, plan.reshard_after_forward)
     share = shard_t / max(states.trainable, 1)
     if plan.offloads_params:  # CPUOffloadPolicy: shards, gradients and the optimizer step on the CPU
-        phases = _three_phases(0, 0, 0, (forward, backward, 0), StepActivations(step.forward_bytes, step.backward_bytes), 0)
-        cpu = params + grads + opt + math.ceil(step.optimizer_bytes * share)
-        return phases, cpu, ("FSDP2 CPUOffloadPolicy: parameters, gradients and the optimizer step on the CPU",)
-    notes = ("reshard_after_forward=False: every block stays gathered from forward to backward",) \
-        if not plan.reshard_after_forward else ()
-    return _three_phases(params, grads, opt, (forward, backward, 0), step, share), 0, notes
+        params = grads = opt = 0
+        cpu = (shard_all * wb + shard_t * wb + math.ceil(shard_t * states.optstate_bytes)
+               + math.ceil(step.optimizer_bytes * share))
+        step, share = StepActivations(step.forward_bytes, step.backward_bytes), 0.0
+        notes: tuple[str, ...] = ("FSDP2 CPUOffloadPolicy: parameters, gradients and the optimizer step on the CPU",)
+    else:
+        cpu = 0
+        notes = ("reshard_after_forward=False: every block stays gathered from forward to backward",) \
+            if not plan.reshard_after_forward else ()
+    phases = _three_phases(params, grads, opt, (forward[0], backward[0], 0), step, share)
+    # the largest unit gathered, at a moment the activations may be gone (errs high: counted as none left)
+    phases += [_Phase("forward", params, 0, opt, forward[1], 0), _Phase("backward", params, grads, opt, backward[1], 0)]
+    return phases, cpu, notes
+
+
+def _fsdp_comm(states: ModelStates, world: int, cb: int, reshard: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """FSDP2's gathered bytes, (when the last blocks run, when the largest pair runs), for forward and backward.
+
+    The activations peak as forward ends and backward starts, while the last blocks are gathered (the one
+    computing and the one prefetched); the largest pair of neighbours (a big embedding, say) may be gathered
+    when few activations are left. Backward adds the block's unsharded gradients and the reduce-scatter input
+    (both the size of the block) and the root's gradients, reduced only when backward ends.
+    """
+    def gathered(u: Unit) -> int:
+        return _rows_numel(u, world) * cb
+
+    def grads(u: Unit) -> int:
+        return _rows_numel(u, world, trainable_only=True) * cb
+
+    blocks, root = states.units[:-1], states.units[-1]
+    if not blocks:
+        return (gathered(root), gathered(root)), (gathered(root) + grads(root),) * 2
+    pairs = [gathered(b) + (gathered(blocks[i - 1]) if i else 0) for i, b in enumerate(blocks)]
+    if not reshard:
+        pairs = [sum(gathered(b) for b in blocks)] * len(blocks)
+    big = max(range(len(blocks)), key=lambda i: pairs[i] + 2 * grads(blocks[i]))
+    base = gathered(root)
+    forward = (base + pairs[-1], base + pairs[big])
+    backward = (base + grads(root) + pairs[-1] + 2 * grads(blocks[-1]),
+                base + grads(root) + pairs[big] + 2 * grads(blocks[big]))
+    return forward, backward
 
 
 def zero_model_states(states: ModelStates, plan: ParallelPlan) -> dict[str, int]:
