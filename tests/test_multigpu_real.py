@@ -2,8 +2,8 @@
 small ViT and a small BERT task model under DDP and FSDP2; each rank's peak must match vramplan's per-GPU
 prediction for the busiest rank within 5%.
 
-The prediction is `plan.sharding` applied to the one-process step of the same model (its per-phase peaks,
-counted by torch.profiler's memory events, the real CPU allocator), so this checks what sharding derives.
+The prediction is vramplan's own: the one-GPU step simulated once on meta tensors (`measure.training`, CPU
+target, fp32, AdamW), then each strategy derived by `plan.training_plan` / `plan.sharding`.
 
 Each rank is counted with torch's MemTracker rather than the profiler: the profiler records a free only on
 the thread that profiles, and gloo's worker threads free the tensors a collective held last (measured with a
@@ -22,12 +22,28 @@ from pathlib import Path
 
 import pytest
 
+from vramplan.build import build_model
+from vramplan.measure.training import TrainingCase, measure_training
 from vramplan.plan.parallel import ParallelPlan
-from vramplan.plan.sharding import model_states, plan_sharding, step_from_phase_peaks
-from vramplan.testing.dist_step import task_model
+from vramplan.plan.training_plan import plan_training
+from vramplan.spec import ModelSpec
+from vramplan.testing.dist_step import MODELS as CONFIGS
 
 TOLERANCE = 0.05
 MODELS, STRATEGIES = ("vit", "bert"), ("ddp", "fsdp")
+TASKS = {"vit": ("ViTForImageClassification", {"image_size": (224, 224)}),
+         "bert": ("BertForSequenceClassification", {"seq_len": 128})}
+
+
+def _predicted(name: str, strategy: str) -> int:
+    """The busiest rank's peak: one simulated step of the task model, the strategy derived from it."""
+    task, size = TASKS[name]
+    config = {**CONFIGS[name], "architectures": [task]}
+    meta = build_model(ModelSpec(reference=name, model_id=name, library="transformers", source="test", config=config))
+    case = TrainingCase(batch_size=2, precision="fp32", optimizer="adamw", attn="sdpa", device="cpu", **size)
+    measured = measure_training(meta, case, reference=name)
+    [plan] = plan_training(meta, measured, [ParallelPlan(strategy, gpus=2, precision="fp32")], name)
+    return plan.peak.per_gpu_peak_bytes
 
 
 def _env() -> dict[str, str]:
@@ -61,11 +77,8 @@ def test_memtracker_counts_what_the_allocator_counts_in_one_process(runs, name):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("name", MODELS)
 def test_each_rank_matches_the_busiest_rank_prediction(runs, name, strategy):
-    single, ranks = runs
-    states = model_states(task_model(name), "fp32", optstate_bytes=8.0)  # AdamW: two float32 states
-    phases = single[f"{name}/single"]["phase_peak_bytes"]
-    step = step_from_phase_peaks(states, phases["forward"], phases["backward"], phases["optimizer step"])
-    predicted = plan_sharding(states, step, ParallelPlan(strategy, gpus=2, precision="fp32")).per_gpu_peak_bytes
+    _, ranks = runs
+    predicted = _predicted(name, strategy)
     assert len(ranks) == 2
     for rank, results in enumerate(ranks):
         real = results[f"{name}/{strategy}"]["memtracker_peak_bytes"]

@@ -117,6 +117,7 @@ class StepActivations:
     forward_bytes: int
     backward_bytes: int
     optimizer_bytes: int = 0
+    backward_gradients: float = 1.0  # share of the gradients alive at backward's peak (1: all, errs high)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def _three_phases(parameter: int, gradient: int, optstate: int, comm: tuple[int,
     """Forward (gradients freed by zero_grad(set_to_none=True)), backward, optimizer step."""
     return [
         _Phase("forward", parameter, 0, optstate, comm[0], step.forward_bytes),
-        _Phase("backward", parameter, gradient, optstate, comm[1], step.backward_bytes),
+        _Phase("backward", parameter, math.ceil(gradient * step.backward_gradients), optstate, comm[1],
+               step.backward_bytes),
         _Phase("optimizer step", parameter, gradient, optstate, comm[2], math.ceil(step.optimizer_bytes * optimizer_share)),
     ]
 
@@ -225,13 +227,13 @@ def _fsdp(states: ModelStates, step: StepActivations, plan: ParallelPlan) -> tup
     shard_t = sum(u.shard_numel(w, False) for u in states.units)
     shard_all = sum(u.shard_numel(w) for u in states.units)
     params, grads, opt = shard_all * wb, shard_t * wb, math.ceil(shard_t * states.optstate_bytes)
-    forward, backward = _fsdp_comm(states, w, cb, plan.reshard_after_forward)
+    forward, backward = _fsdp_comm(states, w, cb, plan.reshard_after_forward, step.backward_gradients)
     share = shard_t / max(states.trainable, 1)
     if plan.offloads_params:  # CPUOffloadPolicy: shards, gradients and the optimizer step on the CPU
         params = grads = opt = 0
         cpu = (shard_all * wb + shard_t * wb + math.ceil(shard_t * states.optstate_bytes)
                + math.ceil(step.optimizer_bytes * share))
-        step, share = StepActivations(step.forward_bytes, step.backward_bytes), 0.0
+        step, share = StepActivations(step.forward_bytes, step.backward_bytes, 0, step.backward_gradients), 0.0
         notes: tuple[str, ...] = ("FSDP2 CPUOffloadPolicy: parameters, gradients and the optimizer step on the CPU",)
     else:
         cpu = 0
@@ -243,13 +245,17 @@ def _fsdp(states: ModelStates, step: StepActivations, plan: ParallelPlan) -> tup
     return phases, cpu, notes
 
 
-def _fsdp_comm(states: ModelStates, world: int, cb: int, reshard: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+def _fsdp_comm(states: ModelStates, world: int, cb: int, reshard: bool,
+               alive: float = 1.0) -> tuple[tuple[int, int], tuple[int, int]]:
     """FSDP2's gathered bytes, (when the last blocks run, when the largest pair runs), for forward and backward.
 
     The activations peak as forward ends and backward starts, while the last blocks are gathered (the one
     computing and the one prefetched); the largest pair of neighbours (a big embedding, say) may be gathered
     when few activations are left. Backward adds the block's unsharded gradients and the reduce-scatter input
-    (both the size of the block) and the root's gradients, reduced only when backward ends.
+    (both the size of the block) and the root's gradients, reduced only when backward ends. `alive` is the
+    share of gradients that exist at backward's peak: backward makes the root's first, then the blocks' from
+    the last; a peak reached while the last block's gradients are being made holds those made so far, and the
+    reduce-scatter input only once the block is done.
     """
     def gathered(u: Unit) -> int:
         return _rows_numel(u, world) * cb
@@ -266,7 +272,14 @@ def _fsdp_comm(states: ModelStates, world: int, cb: int, reshard: bool) -> tuple
     big = max(range(len(blocks)), key=lambda i: pairs[i] + 2 * grads(blocks[i]))
     base = gathered(root)
     forward = (base + pairs[-1], base + pairs[big])
-    backward = (base + grads(root) + pairs[-1] + 2 * grads(blocks[-1]),
+    made = alive * states.trainable  # gradient elements made by backward's peak
+    root_made = min(made, root.numel(False))
+    root_grads = math.ceil(grads(root) * root_made / root.numel(False)) if root.numel(False) else 0
+    # the last block's unsharded gradients as they are made; once all are, the reduce-scatter input beside them
+    in_block = max(made - root.numel(False), 0)
+    block_buffers = (2 * grads(blocks[-1]) if in_block >= blocks[-1].numel(False)
+                     else math.ceil(in_block * cb))
+    backward = (base + root_grads + pairs[-1] + block_buffers,
                 base + grads(root) + pairs[big] + 2 * grads(blocks[big]))
     return forward, backward
 
