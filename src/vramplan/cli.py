@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_estimate(sub)
     _add_report(sub)
+    _add_plan(sub)
     _add_list(sub)
     return parser
 
@@ -149,6 +150,25 @@ def _add_report(sub) -> None:
     p.add_argument("--format", choices=("text", "markdown", "json", "csv"), default="text")
     _common(p)
     p.set_defaults(handler=_run_report)
+
+
+def _add_plan(sub) -> None:
+    from .plan.cli_args import add_plan_arguments
+
+    p = sub.add_parser(
+        "plan", help="training across GPUs: per-GPU peak for DDP, FSDP2, ZeRO 1-3, and engine configs",
+        description="Simulate one training step once and derive the per-GPU peak of each strategy; "
+                    "--emit writes the accelerate / DeepSpeed / torchrun files that start it.",
+    )
+    add_plan_arguments(p)
+    _common(p)
+    p.set_defaults(handler=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from .plan.cli_args import run_plan
+
+    return run_plan(args, _emit)
 
 
 def _add_list(sub) -> None:

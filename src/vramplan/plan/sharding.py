@@ -117,7 +117,8 @@ class StepActivations:
     forward_bytes: int
     backward_bytes: int
     optimizer_bytes: int = 0
-    backward_gradients: float = 1.0  # share of the gradients alive at backward's peak (1: all, errs high)
+    backward_gradients: float = 1.0  # share of the gradients alive at backward's peak, outside backward_bytes
+    backward_buffers: float = 1.0  # share of gradients made, for the FSDP2 gradient buffers (1 errs high)
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,14 @@ class ShardedPeak:
         return {
             "gpus": self.plan.gpus, "nodes": self.plan.nodes, "strategy": self.plan.strategy,
             "offload": self.plan.offload, "per_gpu_peak_bytes": self.per_gpu_peak_bytes,
-            "cpu_bytes_per_node": self.cpu_bytes_per_node, "peak_phase": self.peak_phase,
-            "parameter_bytes": self.parameter_bytes, "gradient_bytes": self.gradient_bytes,
-            "optimizer_state_bytes": self.optimizer_state_bytes, "buffer_bytes": self.buffer_bytes,
-            "comm_bytes": self.comm_bytes, "activation_bytes": self.activation_bytes, "notes": list(self.notes),
+            "cpu_bytes_per_node": self.cpu_bytes_per_node,
+            "per_gpu": {  # the busiest rank at its peak; the one-GPU case's own fields stay beside it
+                "parameter_bytes": self.parameter_bytes, "buffer_bytes": self.buffer_bytes,
+                "gradient_bytes": self.gradient_bytes, "optimizer_state_bytes": self.optimizer_state_bytes,
+                "comm_bytes": self.comm_bytes, "activation_bytes": self.activation_bytes,
+                "peak_phase": self.peak_phase,
+            },
+            "notes": list(self.notes),
         }
 
 
@@ -166,16 +171,18 @@ class _Phase:
 def step_from_phase_peaks(states: ModelStates, forward: int, backward: int, optimizer: int) -> StepActivations:
     """The activations and temporaries of a one-GPU step from its per-phase peaks (absolute bytes).
 
-    In the second step's forward the optimizer state is alive and the gradients are not (set_to_none);
-    in backward and the optimizer step all model states are counted whole, so what remains is the
-    activations and temporaries (a backward peak reached before every gradient exists leaves them low).
+    In the second step's forward the optimizer state is alive and the gradients are not (set_to_none); in
+    the optimizer step every gradient is. How many gradients backward had made by its peak is not known
+    from the peak alone: they stay in backward's remainder, unsharded, and FSDP2's gradient buffers are
+    counted as if all were made; both err high (exact for DDP, which shards nothing).
     """
     wb, t = states.weight_bytes, states.trainable
     weights = (t + states.frozen) * wb + states.buffer_bytes
     opt = math.ceil(t * states.optstate_bytes)
     return StepActivations(forward_bytes=max(forward - weights - opt, 0),
-                           backward_bytes=max(backward - weights - t * wb - opt, 0),
-                           optimizer_bytes=max(optimizer - weights - t * wb - opt, 0))
+                           backward_bytes=max(backward - weights - opt, 0),
+                           optimizer_bytes=max(optimizer - weights - t * wb - opt, 0),
+                           backward_gradients=0.0, backward_buffers=1.0)
 
 
 def plan_sharding(states: ModelStates, step: StepActivations, plan: ParallelPlan,
@@ -227,13 +234,14 @@ def _fsdp(states: ModelStates, step: StepActivations, plan: ParallelPlan) -> tup
     shard_t = sum(u.shard_numel(w, False) for u in states.units)
     shard_all = sum(u.shard_numel(w) for u in states.units)
     params, grads, opt = shard_all * wb, shard_t * wb, math.ceil(shard_t * states.optstate_bytes)
-    forward, backward = _fsdp_comm(states, w, cb, plan.reshard_after_forward, step.backward_gradients)
+    forward, backward = _fsdp_comm(states, w, cb, plan.reshard_after_forward, step.backward_buffers)
     share = shard_t / max(states.trainable, 1)
     if plan.offloads_params:  # CPUOffloadPolicy: shards, gradients and the optimizer step on the CPU
         params = grads = opt = 0
         cpu = (shard_all * wb + shard_t * wb + math.ceil(shard_t * states.optstate_bytes)
                + math.ceil(step.optimizer_bytes * share))
-        step, share = StepActivations(step.forward_bytes, step.backward_bytes, 0, step.backward_gradients), 0.0
+        step, share = StepActivations(step.forward_bytes, step.backward_bytes, 0, step.backward_gradients,
+                                      step.backward_buffers), 0.0
         notes: tuple[str, ...] = ("FSDP2 CPUOffloadPolicy: parameters, gradients and the optimizer step on the CPU",)
     else:
         cpu = 0

@@ -2,8 +2,8 @@
 
 The one-GPU step is simulated once (`measure.training`); every strategy, GPU count and offload is derived
 from it by `sharding.plan_sharding`, nothing re-simulated. The activations and temporaries of each phase are
-that phase's simulated peak less the model states held then; at the phase of the overall peak the
-simulation's own breakdown (Activation + Temp) is used as it is.
+that phase's simulated peak less the model states held then, and at backward's peak less the gradients the
+simulation says exist then.
 
 Known limitations:
     - DeepSpeed runs the forward on its 16-bit weights, not under autocast: amp-* cases keep autocast's
@@ -60,16 +60,56 @@ def trainee_states(model, measurement, reference: str) -> ModelStates:
 
 
 def step_from_measurement(states: ModelStates, measurement) -> StepActivations:
-    """Activations and temporaries per phase; the peak phase's from the simulation's own breakdown."""
+    """Activations and temporaries per phase: each phase's peak less the model states held then.
+
+    At backward's peak, when it is the step's peak, the simulation says how many gradients exist: those
+    are taken out exactly, and their share sizes the FSDP2 gradient buffers. The model states are counted
+    as the plan counts them (elements x dtype), not from the simulation's categories, so a state the
+    simulation is still creating at the peak (the first step's optimizer state) is not counted twice.
+    """
     phases = dict(measurement.phase_peaks)
     peak = measurement.peak_allocated_bytes
     step = step_from_phase_peaks(states, phases.get("forward", peak), phases.get("backward", peak),
                                  phases.get("optimizer step", peak))
-    exact = measurement.activation_bytes + measurement.temp_bytes
-    if measurement.peak_phase == "forward":
-        return StepActivations(exact, step.backward_bytes, step.optimizer_bytes)
-    if measurement.peak_phase == "backward":  # the gradients alive then, as a share of all of them
-        everything = states.trainable * states.weight_bytes
-        alive = min(measurement.gradient_bytes / everything, 1.0) if everything else 1.0
-        return StepActivations(step.forward_bytes, exact, step.optimizer_bytes, alive)
-    return StepActivations(step.forward_bytes, step.backward_bytes, exact)
+    if measurement.peak_phase != "backward":
+        return step
+    everything = states.trainable * states.weight_bytes
+    alive = min(measurement.gradient_bytes / everything, 1.0) if everything else 1.0
+    exact = max(step.backward_bytes - measurement.gradient_bytes, 0)
+    return StepActivations(step.forward_bytes, exact, step.optimizer_bytes, alive, alive)
+
+
+@dataclass(frozen=True)
+class ModelPlans:
+    """One model's plans (case x strategy), or the one-line reason it could not be planned."""
+
+    model: str
+    plans: tuple[TrainingPlan, ...] = ()
+    error: str | None = None
+    wrap_classes: tuple[str, ...] = ()
+
+
+def plan_model(reference: str, make_case, plans: list[ParallelPlan], *, trust_remote_code: bool = False,
+               revision: str | None = None, timeout: float = 10.0) -> ModelPlans:
+    """Resolve, build, simulate the one-GPU step once, derive every plan; failures become an error line.
+
+    `make_case(model)` gives the TrainingCase for the built model (its input kind decides size or length).
+    """
+    from ..build import build_model
+    from ..measure.training import measure_training
+    from ..pipeline import one_line_reason
+    from ..sources import resolve_model
+    from ..spec import SourceOptions
+
+    name = reference
+    try:
+        spec = resolve_model(reference, SourceOptions(trust_remote_code=trust_remote_code, revision=revision,
+                                                      timeout=timeout))
+        name = spec.model_id
+        model = build_model(spec)
+        measured = measure_training(model, make_case(model), reference=name)
+        derived = plan_training(model, measured, plans, name)
+    except Exception as exc:  # one bad model never stops the others
+        return ModelPlans(name, error=one_line_reason(exc))
+    wrap = tuple(sorted(getattr(model, "_no_split_modules", None) or ()))
+    return ModelPlans(name, tuple(derived), wrap_classes=wrap)

@@ -37,3 +37,53 @@ def split_lines(result: ModelResult) -> list[str]:
     if any(s is not None and not s.fits for s in result.splits):
         notes.append("a CPU row: those weights do not fit on the cards; device_map='auto' would offload them")
     return [create_ascii_table(list(SPLIT_HEADERS), split_rows(result), title), *notes]
+
+
+PLAN_HEADERS = ("strategy", "offload", "GPUs", "Parameter", "Gradient", "Optstate", "comm", "Activation",
+                "per GPU", "on the card", "CPU/node", "peak in")
+
+
+def plan_rows(plans) -> list[list[str]]:
+    """One row per strategy: the busiest rank's parts, its peak, the card's view, the host's CPU memory."""
+    rows = []
+    for p in plans:
+        peak = p.peak
+        gpus = f"{peak.plan.gpus}x{peak.plan.nodes}" if peak.plan.nodes > 1 else str(peak.plan.gpus)
+        rows.append([peak.plan.strategy, peak.plan.offload, gpus, *(format_bytes(v) for v in (
+            peak.parameter_bytes + peak.buffer_bytes, peak.gradient_bytes, peak.optimizer_state_bytes,
+            peak.comm_bytes, peak.activation_bytes, peak.per_gpu_peak_bytes, p.per_gpu_device_bytes)),
+            format_bytes(peak.cpu_bytes_per_node) if peak.cpu_bytes_per_node else "-", peak.peak_phase])
+    return rows
+
+
+def render_plans_text(results) -> str:
+    """A boxed table per model, the one-GPU step it came from, and each strategy's notes."""
+    from accelerate.commands.estimate import create_ascii_table
+
+    blocks = []
+    for result in results:
+        if result.error:
+            blocks.append(f"{result.model}: error: {result.error}")
+            continue
+        one = result.plans[0].measurement
+        case = one.case
+        title = f"Training `{result.model}` across GPUs (busiest rank)"
+        lines = [create_ascii_table(list(PLAN_HEADERS), plan_rows(result.plans), title),
+                 f"one GPU (simulated {case.device}, {case.precision}, {case.optimizer}, batch {case.batch_size} "
+                 f"per GPU): {format_bytes(one.peak_allocated_bytes)} max allocated, "
+                 f"{format_bytes(one.peak_device_bytes)} on the card, peak in {one.peak_phase}",
+                 "per GPU = max allocated of the busiest rank; on the card adds the one-GPU case's context and "
+                 "allocator cache; GPUs = per node x nodes"]
+        notes = dict.fromkeys(n for p in result.plans for n in p.peak.notes)
+        lines += [f"- {n}" for n in notes]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_plans_json(results) -> str:
+    """{"models": [{"model", "error", "training": [case + measurement + plan fields, ...]}]}."""
+    import json
+
+    models = [{"model": r.model, "status": "error" if r.error else "ok", "error": r.error,
+               "training": [p.as_json() for p in r.plans]} for r in results]
+    return json.dumps({"schema_version": 1, "models": models}, indent=2) + "\n"
