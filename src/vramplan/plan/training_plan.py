@@ -9,6 +9,10 @@ Known limitations:
     - DeepSpeed runs the forward on its 16-bit weights, not under autocast: amp-* cases keep autocast's
       weight-cast cache in their activations, which errs high for ZeRO.
     - `per_gpu_device_bytes` adds the one-GPU case's overheads (CUDA context, allocator cache) unchanged.
+    - When the one-GPU peak is not in backward, the gradients alive at backward's peak are not known (the
+      simulation reports the breakdown at its overall peak only): they stay in backward's Activation,
+      unsharded. Errs high, by at most the gradients' bytes x (1 - 1/GPUs) (exact for DDP); a breakdown
+      per phase from `measure.training` would make it exact.
 """
 
 from __future__ import annotations

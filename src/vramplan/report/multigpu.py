@@ -74,6 +74,9 @@ def render_plans_text(results) -> str:
                  f"{format_bytes(one.peak_device_bytes)} on the card, peak in {one.peak_phase}",
                  "per GPU = max allocated of the busiest rank; on the card adds the one-GPU case's context and "
                  "allocator cache; GPUs = per node x nodes"]
+        if one.peak_phase != "backward" and any(p.peak.peak_phase == "backward" for p in result.plans):
+            lines.append("a backward peak's Activation holds the gradients made by then, unsharded (the one-GPU "
+                         "peak is elsewhere, so how many is not known): errs high")
         notes = dict.fromkeys(n for p in result.plans for n in p.peak.notes)
         lines += [f"- {n}" for n in notes]
         blocks.append("\n".join(lines))
