@@ -111,8 +111,10 @@ def _emit_all(args: argparse.Namespace, results) -> None:
     done = [r for r in results if not r.error]
     for r in done:
         for plan in parse_plans(args, r.wrap_classes):
-            if args.emit == "deepspeed" and not plan.zero_stage:
-                continue  # a DeepSpeed file only for ZeRO plans; the others are accelerate's or torchrun's
+            if args.emit == "deepspeed" and not plan.zero_stage:  # DeepSpeed's launcher runs ZeRO plans only
+                print(f"vramplan: {plan.strategy}: nothing for --emit deepspeed (use accelerate or torchrun)",
+                      file=sys.stderr)
+                continue
             folder = Path(args.output) / (_slug(r.model) if len(done) > 1 else "") / _plan_name(plan)
             for path in write_plan(emit_plan(plan, args.emit), folder):
                 print(f"vramplan: wrote {path}", file=sys.stderr)
