@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_estimate(sub)
     _add_report(sub)
+    _add_plan(sub)
     _add_list(sub)
     from .cli_plan import add_fit, add_gpus
 
@@ -165,6 +166,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add_fit_options(g)
     p.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the report's charts with matplotlib")
     _training_options(p)
+    g.add_argument("--gpus", type=int, metavar="N",
+                   help="split each case over N cards as device_map='auto' does (accelerate's infer_auto_device_map); "
+                        "the card is --gpu or --memory (default: an H100)")
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
@@ -225,6 +229,25 @@ def _add_report(sub) -> None:
     p.add_argument("--format", choices=("text", "markdown", "json", "csv", "html"), default="text")
     _common(p)
     p.set_defaults(handler=_run_report)
+
+
+def _add_plan(sub) -> None:
+    from .plan.cli_args import add_plan_arguments
+
+    p = sub.add_parser(
+        "plan", help="training across GPUs: per-GPU peak for DDP, FSDP2, ZeRO 1-3, and engine configs",
+        description="Simulate one training step once and derive the per-GPU peak of each strategy; "
+                    "--emit writes the accelerate / DeepSpeed / torchrun files that start it.",
+    )
+    add_plan_arguments(p)
+    _common(p)
+    p.set_defaults(handler=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from .plan.cli_args import run_plan
+
+    return run_plan(args, _emit)
 
 
 def _add_list(sub) -> None:
@@ -317,6 +340,7 @@ def _estimate(args: argparse.Namespace, references: list[str]):
             fit=fit,
             inference=inference,
             training=_training_request(args),
+            **_split_options(args),
             dtypes=dtypes,
             library=args.library,
             trust_remote_code=args.trust_remote_code,
@@ -455,6 +479,21 @@ def _training_request(args: argparse.Namespace):
         lora_targets=tuple(t.strip() for t in (args.lora_targets or "").split(",") if t.strip()),
         num_labels=args.num_labels,
     )
+
+
+def _split_options(args: argparse.Namespace) -> dict:
+    """--gpus for the inference split, over the card --gpu or --memory names (default: an H100)."""
+    from .cli_plan import targets
+    from .plan.inference_split import card_memory
+
+    if args.gpus is None:
+        return {}
+    if args.mode != "inference":
+        raise UsageError("--gpus needs --mode inference (training across GPUs: `vramplan plan`)")
+    if args.gpus < 1:
+        raise UsageError(f"--gpus `{args.gpus}` must be at least 1")
+    card = (targets(args) or (None,))[0]
+    return {"gpus": args.gpus, "card_bytes": card.memory_bytes if card is not None else card_memory(None)}
 
 
 def _positive_float(text: str) -> float:

@@ -29,6 +29,8 @@ def estimate(
     timeout: float = 10.0,
     checkpoint: bool = True,
     inference: InferenceRequest | None = None,
+    gpus: int | None = None,
+    card_bytes: int | None = None,
     debug: bool = False,
     progress: RunProgress | None = None,
     fit=None,
@@ -49,6 +51,8 @@ def estimate(
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
         fit: a plan.fit.FitRequest: the largest batch (or input) that fits on each of its cards.
         training: a measure.training_cases.TrainingRequest: simulate two training steps per case.
+        gpus: split each inference case over this many cards (accelerate's device_map="auto").
+        card_bytes: memory of one card for the split (default: an H100's).
         debug: print the traceback of each failed model and each failed inference case to stderr.
         progress: told as each model and inference case starts (vramplan.progress; the CLI's bar).
 
@@ -65,14 +69,16 @@ def estimate(
     for index, reference in enumerate(expanded):
         progress.start_model(index, len(expanded), _reference_name(reference))
         results.append(_estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference,
-                                     debug=debug, progress=progress, fit=fit, training=training))
+                                     debug=debug, progress=progress, fit=fit, training=training,
+                                     split=(gpus, card_bytes) if gpus else None))
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
                      fit=fit, training=training)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
                   timeout: float = 10.0, inference: InferenceRequest | None = None, debug: bool = False,
-                  progress: RunProgress | None = None, fit=None, training=None) -> ModelResult:
+                  progress: RunProgress | None = None, fit=None, training=None,
+                  split: tuple[int, int | None] | None = None) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -85,6 +91,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:  # no case could be made for this model; its weights stand
             failures.append(one_line(exc, typed=True))
     failures += [s.reason for s in simulated if isinstance(s, InferenceFailure)]
+    splits = split_cases(model, simulated, *split) if split else ()
     cells: tuple = ()
     if fit is not None:
         from .plan.fit import fit_model
@@ -112,6 +119,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         checkpoint=stored,
         inference=simulated,
         training=trained,
+        splits=splits,
         cli_args=spec.cli_args(),
         fit=cells,
     )
@@ -150,6 +158,14 @@ def simulate_training(model, request, reference: str) -> tuple:
     )
 
 
+def split_cases(model, simulated: tuple, gpus: int, card_bytes: int | None) -> tuple:
+    """Each simulated case split over `gpus` cards; None where the case failed."""
+    from .plan.inference_split import H100_BYTES, split_inference
+
+    return tuple(None if isinstance(s, InferenceFailure) else split_inference(model, s, gpus, card_bytes or H100_BYTES)
+                 for s in simulated)
+
+
 def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
     """The stored checkpoint beside the spec's config, explained against the estimate; None if there is none."""
     from pathlib import Path
@@ -175,14 +191,15 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
                   inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None,
-                  fit=None, training=None) -> ModelResult:
+                  fit=None, training=None, split=None) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
             spec = reference.make()
         spec = spec or resolve_model(reference, options)
         return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
-                             debug=debug, progress=progress, fit=fit, training=training)
+                             debug=debug, progress=progress, fit=fit, training=training,
+                             split=split)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

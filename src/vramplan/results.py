@@ -38,6 +38,7 @@ class ModelResult:
     checkpoint: Any = None  # measure.checkpoint.CheckpointInfo, when a checkpoint sits beside the config
     inference: tuple[Any, ...] = ()  # InferenceMeasurement or InferenceFailure, in the order asked
     training: tuple[Any, ...] = ()  # TrainingMeasurement or TrainingFailure, in the order asked
+    splits: tuple[Any, ...] = ()  # plan.inference_split.InferenceSplit per inference case (None: failed), --gpus
     cli_args: tuple[str, ...] = ()  # the `vramplan estimate` arguments that name this model again
     fit: tuple[Any, ...] = ()  # plan.fit.FitCell per (card, input size), when a fit was asked for
 

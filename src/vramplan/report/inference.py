@@ -94,12 +94,15 @@ def failure_reasons(result: ModelResult) -> list[str]:
 def inference_json(result: ModelResult) -> list[dict[str, Any]]:
     """The model's JSON `inference` list (failed cases carry `error`)."""
     out = []
-    for item in result.inference:
+    splits = result.splits or (None,) * len(result.inference)
+    for item, split in zip(result.inference, splits):
         if isinstance(item, InferenceFailure):
             out.append({**item.case.as_json(), "error": item.reason})
         else:
             entry = item.as_json()
             entry["overheads"] = {name: value for name, value in item.overheads}
+            if split is not None:  # --gpus: the multi-GPU fields of the split
+                entry.update(split.as_json())
             out.append(entry)
     return out
 

@@ -116,7 +116,9 @@ def inference_block(model, width: int = 100) -> list[str]:
     if not model.inference:
         return []
     note = wrap_paragraphs(overhead_note(model), width)
-    return [render_inference_table(model, width), *note]
+    from .multigpu import split_lines
+
+    return [render_inference_table(model, width), *note, *split_lines(model)]
 
 
 def wrap_paragraphs(text: str | None, width: int) -> list[str]:
