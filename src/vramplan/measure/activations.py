@@ -208,16 +208,32 @@ def measure_inference(model: "nn.Module", case: InferenceCase, *, reference: str
     Raises:
         SimulationError: the forward cannot run without data, or not in this configuration.
     """
-    results = _RESULTS.setdefault(model, {})
+    return remembered(_RESULTS.setdefault(model, {}), case,
+                      lambda: _simulate(_sim_model(model, case, reference), case, reference))
+
+
+def remembered(results: dict, case: Any, simulate: Any) -> Any:
+    """The result of `simulate()` for `case`, computed once; a SimulationError is remembered and raised again."""
     if case not in results:
         try:
-            results[case] = _simulate(_sim_model(model, case, reference), case, reference)
+            results[case] = simulate()
         except SimulationError as exc:
             results[case] = exc
     result = results[case]
     if isinstance(result, SimulationError):
         raise result
     return result
+
+
+def sweep(measure: Any, model: "nn.Module", cases: list, reference: str) -> list:
+    """`measure(model, case, reference=...)` for each case; a case that cannot be simulated gives its error."""
+    out: list = []
+    for case in cases:
+        try:
+            out.append(measure(model, case, reference=reference))
+        except SimulationError as exc:
+            out.append(exc)
+    return out
 
 
 def measure_inference_sweep(
@@ -228,13 +244,7 @@ def measure_inference_sweep(
     The recast model is built once per (dtype, attention) and shared by sizes, batches and
     target devices; operator outputs are remembered across cases.
     """
-    results: list[InferenceMeasurement | SimulationError] = []
-    for case in cases:
-        try:
-            results.append(measure_inference(model, case, reference=reference))
-        except SimulationError as exc:
-            results.append(exc)
-    return results
+    return sweep(measure_inference, model, cases, reference)
 
 
 def clear_caches() -> None:

@@ -64,6 +64,8 @@ from .activations import (
     PARAMETER,
     TEMP,
     InferenceCase,
+    remembered,
+    sweep,
     _cpu_flash_temps,
     _cuda_flash_temps,
     _keeps_fp32,
@@ -188,29 +190,14 @@ def measure_training(model: "nn.Module", case: TrainingCase, *, reference: str) 
     Raises:
         SimulationError: the step cannot run without data, or not in this configuration.
     """
-    results = _RESULTS.setdefault(model, {})
-    if case not in results:
-        try:
-            results[case] = _simulate(model, case, reference)
-        except SimulationError as exc:
-            results[case] = exc
-    result = results[case]
-    if isinstance(result, SimulationError):
-        raise result
-    return result
+    return remembered(_RESULTS.setdefault(model, {}), case, lambda: _simulate(model, case, reference))
 
 
 def measure_training_sweep(
     model: "nn.Module", cases: list[TrainingCase], *, reference: str
 ) -> list[TrainingMeasurement | SimulationError]:
     """Simulate each case; a case that cannot be simulated gives its error in place of a result."""
-    out: list[TrainingMeasurement | SimulationError] = []
-    for case in cases:
-        try:
-            out.append(measure_training(model, case, reference=reference))
-        except SimulationError as exc:
-            out.append(exc)
-    return out
+    return sweep(measure_training, model, cases, reference)
 
 
 _RESULTS: "weakref.WeakKeyDictionary[nn.Module, dict[TrainingCase, Any]]" = weakref.WeakKeyDictionary()
