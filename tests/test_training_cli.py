@@ -83,7 +83,9 @@ def test_report_summary_csv_and_markdown(run_cli, tiny):
     # the summary's training table: aligned columns under its own heading, a column per case
     header = lines[lines.index("Peak on the card, two training steps") + 1]
     assert header.startswith("Model") and "|" not in header
-    assert "224px b1 probe" in header and "224px b1 full" in header
+    assert header.split() == ["Model", "trains", "batch", "224px"]  # a row per model, what trains and batch
+    rows = lines[lines.index("Peak on the card, two training steps") + 3:][:2]
+    assert [r.split()[-4:-2] for r in rows] == [["probe", "1"], ["full", "1"]]
     assert "Training columns:" in text.out and "--mode train" in text.out
     rows = list(csv.DictReader(io.StringIO(run_cli("report", tiny, *args, "--format", "csv").out)))
     assert [(r["freeze"], r["status"]) for r in rows] == [("backbone", "ok"), ("none", "ok")]

@@ -113,19 +113,46 @@ def inference_summary(run: RunResult) -> tuple[list[str], list[list[str]]]:
     """Peak on the card per model and (batch, dtype, attention), a column per input size: narrow at any sweep."""
     request = run.inference
     many_dtypes, many_attns = len(request.dtypes) > 1, len(request.attns) > 1
-    inputs = list(dict.fromkeys(case_input(item.case) for m in run.models for item in m.inference))
-    header = ["Model", "batch", *(["dtype"] if many_dtypes else []), *(["attn"] if many_attns else []), *inputs]
+    names = ["batch", *(["dtype"] if many_dtypes else []), *(["attn"] if many_attns else [])]
+
+    def key(case) -> tuple:
+        return (str(case.batch_size), *([case.dtype] if many_dtypes else []), *([case.attn] if many_attns else []))
+
+    return _peaks_by_input(run, lambda m: m.inference, names, key)
+
+
+def training_summary(run: RunResult) -> tuple[list[str], list[list[str]]]:
+    """Peak on the card per model and (what trains, batch, precision, optimizer), a column per input size."""
+    from .training import trains_label
+
+    cases = [item.case for m in run.models for item in m.training]
+    many_precisions = len({c.precision for c in cases}) > 1
+    many_optimizers = len({c.optimizer for c in cases}) > 1
+    names = ["trains", "batch", *(["precision"] if many_precisions else []),
+             *(["optimizer"] if many_optimizers else [])]
+
+    def key(case) -> tuple:
+        return (trains_label(case), str(case.batch_size), *([case.precision] if many_precisions else []),
+                *([case.optimizer] if many_optimizers else []))
+
+    return _peaks_by_input(run, lambda m: m.training, names, key)
+
+
+def _peaks_by_input(run: RunResult, items_of, names: list[str], key_of) -> tuple[list[str], list[list[str]]]:
+    """A row per model and case key, a column per input size; a failed case is `error`, a missing one `-`."""
+    from ..results import TrainingFailure
+
+    inputs = list(dict.fromkeys(case_input(item.case) for m in run.models for item in items_of(m)))
+    header = ["Model", *names, *inputs]
     rows: list[list[str]] = []
     for model in run.models:
         groups: dict[tuple, dict[str, str]] = {}
-        for item in model.inference:
-            case = item.case
-            key = (str(case.batch_size), *([case.dtype] if many_dtypes else []), *([case.attn] if many_attns else []))
-            cell = "error" if isinstance(item, InferenceFailure) else binary_bytes(item.peak_device_bytes)
-            groups.setdefault(key, {})[case_input(case)] = cell
+        for item in items_of(model):
+            failed = isinstance(item, (InferenceFailure, TrainingFailure))
+            cell = "error" if failed else binary_bytes(item.peak_device_bytes)
+            groups.setdefault(key_of(item.case), {})[case_input(item.case)] = cell
         if not groups:
-            rows.append([model.model, "-", *("-" for _ in header[2:-len(inputs) or None]),
-                         *(ERROR_CELL if i == 0 else "-" for i in range(len(inputs)))])
+            rows.append([model.model, *("-" for _ in names), *(ERROR_CELL if i == 0 else "-" for i in range(len(inputs)))])
         for n, (key, cells) in enumerate(groups.items()):
             rows.append([model.model if n == 0 else "", *key, *(cells.get(i, "-") for i in inputs)])
     return header, rows

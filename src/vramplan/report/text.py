@@ -15,9 +15,8 @@ from .summary import (
     reproduce_command,
     summary_cells,
     summary_header,
-    training_cells,
-    training_labels,
     training_legend,
+    training_summary,
 )
 from .table import UNITS_NOTE, render_table
 
@@ -81,10 +80,9 @@ def summary_lines(run: RunResult, width: int) -> list[str]:
                              numeric=range(1, len(inference_header))).rstrip("\n")
         lines += ["", "Peak on the card, one forward", peaks, *wrap_paragraphs(inference_legend(run), width)]
     if run.training is not None:
-        training_header = ["Model", *training_labels(run)]
-        training_rows = [[m.model, *training_cells(m, run)] for m in run.models]
+        training_header, training_rows = training_summary(run)
         steps = render_table(training_header, training_rows, width=width,
-                             numeric=range(1, len(training_header))).rstrip("\n")
+                             numeric=range(2, len(training_header))).rstrip("\n")  # "trains" reads left
         lines += ["", "Peak on the card, two training steps", steps, *wrap_paragraphs(training_legend(run), width)]
     return lines
 
