@@ -19,6 +19,27 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 # The seed report (accelerate estimate-memory, once per DINOv3 backbone), kept in the repository: see data/README.md.
 SEED_REPORT = Path(__file__).resolve().parent / "data" / "seed_000_dinov3_vram_report.txt"
 
+# A factory module (`--factory gate.py:make`) whose forward reads a value: it cannot be simulated without data.
+DATA_DEPENDENT = '''
+import torch.nn as nn
+
+
+class Gate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 4, 4)
+
+    def forward(self, pixel_values):
+        x = self.proj(pixel_values)
+        if x.mean().item() > 0:  # data-dependent: cannot run without data
+            x = x * 2
+        return x
+
+
+def make():
+    return Gate()
+'''
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/* from current output")

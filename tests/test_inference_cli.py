@@ -7,6 +7,8 @@ import io
 
 import pytest
 
+from conftest import DATA_DEPENDENT
+
 KEYS = {"image_size", "batch_size", "dtype", "attn", "device", "parameter_bytes", "buffer_bytes",
         "activation_bytes", "temp_bytes", "peak_allocated_bytes", "peak_device_bytes"}
 PARTS = ("parameter_bytes", "buffer_bytes", "activation_bytes", "temp_bytes")
@@ -89,26 +91,6 @@ def test_text_model_takes_seq_len(run_cli, write_config):
     assert bert_entry["weights"] is not None  # its weights table stands
     assert vits_entry["status"] == "ok"
 
-
-DATA_DEPENDENT = '''
-import torch.nn as nn
-
-
-class Gate(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Conv2d(3, 8, 4, 4)
-
-    def forward(self, pixel_values):
-        x = self.proj(pixel_values)
-        if x.mean().item() > 0:  # data-dependent: cannot run without data
-            x = x * 2
-        return x
-
-
-def make():
-    return Gate()
-'''
 
 
 def test_model_that_cannot_be_simulated_keeps_its_weights(run_cli, tmp_path):

@@ -8,28 +8,9 @@ import re
 import pytest
 
 from vramplan.testing import LoopbackHub, use_loopback_hub
+from conftest import DATA_DEPENDENT
 
 GOOD = "dinov3-vits16"
-
-DATA_DEPENDENT = '''
-import torch.nn as nn
-
-
-class Gate(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Conv2d(3, 8, 4, 4)
-
-    def forward(self, pixel_values):
-        x = self.proj(pixel_values)
-        if x.mean().item() > 0:  # data-dependent: cannot run without data
-            x = x * 2
-        return x
-
-
-def make():
-    return Gate()
-'''
 
 
 @pytest.fixture
