@@ -168,7 +168,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     _training_options(p)
     g.add_argument("--gpus", type=int, metavar="N",
                    help="split each case over N cards as device_map='auto' does (accelerate's infer_auto_device_map); "
-                        "the card is --gpu or --memory (default: an H100)")
+                        "the card is --gpu or --memory (default: an H100); with --mode train: GPUs per node for "
+                        "--strategy (as `vramplan plan`)")
+    from .plan.cli_args import add_parallel_options
+
+    add_parallel_options(p.add_argument_group("training across GPUs (--mode train --gpus N)"))
     p.add_argument(
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
@@ -303,8 +307,11 @@ def _render(run, args: argparse.Namespace, renderers: dict[str, Callable]) -> in
     """Write the run in the asked format, name each failure once on stderr, and return the exit code."""
     from .cli_plan import write_plot
 
+    from .plan.cli_args import emit_run
+
     write_plot(run, args)
-    _emit(renderers[args.format](run), args.output, quiet=args.quiet, what=_count(len(run.models)))
+    output = emit_run(run, args)  # --emit: configs into -o DIR, the report to stdout
+    _emit(renderers[args.format](run), output, quiet=args.quiet, what=_count(len(run.models)))
     for line in failure_lines(run):  # stderr, so a script sees failures whatever the format
         print(line, file=sys.stderr)
     return run.exit_code
@@ -486,10 +493,15 @@ def _split_options(args: argparse.Namespace) -> dict:
     from .cli_plan import targets
     from .plan.inference_split import card_memory
 
+    from .plan.cli_args import parallel_options
+
+    planned = parallel_options(args)  # --mode train: the strategies, as `vramplan plan` derives them
+    if planned is not None:
+        return planned
     if args.gpus is None:
         return {}
     if args.mode != "inference":
-        raise UsageError("--gpus needs --mode inference (training across GPUs: `vramplan plan`)")
+        raise UsageError("--gpus needs --mode inference or --mode train")
     if args.gpus < 1:
         raise UsageError(f"--gpus `{args.gpus}` must be at least 1")
     card = (targets(args) or (None,))[0]

@@ -35,6 +35,7 @@ def estimate(
     progress: RunProgress | None = None,
     fit=None,
     training=None,
+    parallel: Iterable = (),
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -51,6 +52,8 @@ def estimate(
         inference: simulate forward passes at these sizes, batches, dtypes and attentions.
         fit: a plan.fit.FitRequest: the largest batch (or input) that fits on each of its cards.
         training: a measure.training_cases.TrainingRequest: simulate two training steps per case.
+        parallel: plan.parallel.ParallelPlans: each training case spread over GPUs by each strategy
+            (derived from the one simulation per case, as `vramplan plan` does; precision and batch follow the case).
         gpus: split each inference case over this many cards (accelerate's device_map="auto").
         card_bytes: memory of one card for the split (default: an H100's).
         debug: print the traceback of each failed model and each failed inference case to stderr.
@@ -65,20 +68,21 @@ def estimate(
     options = SourceOptions(library=library, trust_remote_code=trust_remote_code, revision=revision, timeout=timeout)
     progress = progress or RunProgress()
     expanded = expand_references(references)
+    parallel = tuple(parallel)
     results = []
     for index, reference in enumerate(expanded):
         progress.start_model(index, len(expanded), _reference_name(reference))
         results.append(_estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference,
                                      debug=debug, progress=progress, fit=fit, training=training,
-                                     split=(gpus, card_bytes) if gpus else None))
+                                     split=(gpus, card_bytes) if gpus else None, parallel=parallel))
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
-                     fit=fit, training=training)
+                     fit=fit, training=training, parallel=parallel)
 
 
 def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint: bool = False,
                   timeout: float = 10.0, inference: InferenceRequest | None = None, debug: bool = False,
                   progress: RunProgress | None = None, fit=None, training=None,
-                  split: tuple[int, int | None] | None = None) -> ModelResult:
+                  split: tuple[int, int | None] | None = None, parallel: tuple = ()) -> ModelResult:
     """Measure an already resolved spec (raises if it cannot be built)."""
     model = build_model(spec)
     weights = measure_weights(model, tuple(dtypes))
@@ -108,6 +112,14 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         except VramplanError as exc:
             failures.append(one_line(exc, typed=True))
         failures += [t.reason for t in trained if isinstance(t, TrainingFailure)]
+    plans: tuple = ()
+    if parallel and trained:
+        from .plan.training_plan import plan_cases
+
+        try:
+            plans = plan_cases(model, trained, parallel, spec.model_id)
+        except VramplanError as exc:  # the one-GPU cases stand
+            failures.append(one_line(exc, typed=True))
     return ModelResult(
         model=spec.model_id,
         reference=spec.reference,
@@ -122,6 +134,7 @@ def estimate_spec(spec: ModelSpec, dtypes: Iterable[str] = DTYPES, *, checkpoint
         splits=splits,
         cli_args=spec.cli_args(),
         fit=cells,
+        plans=plans,
     )
 
 
@@ -191,7 +204,7 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
 
 def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
                   inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None,
-                  fit=None, training=None, split=None) -> ModelResult:
+                  fit=None, training=None, split=None, parallel: tuple = ()) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None
     try:
         if isinstance(reference, DeferredSpec):
@@ -199,7 +212,7 @@ def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, 
         spec = spec or resolve_model(reference, options)
         return estimate_spec(spec, dtypes, checkpoint=checkpoint, timeout=options.timeout, inference=inference,
                              debug=debug, progress=progress, fit=fit, training=training,
-                             split=split)
+                             split=split, parallel=parallel)
     except Exception as exc:  # one bad model never stops the others
         if debug:
             traceback.print_exc(file=sys.stderr)

@@ -41,6 +41,7 @@ class ModelResult:
     splits: tuple[Any, ...] = ()  # plan.inference_split.InferenceSplit per inference case (None: failed), --gpus
     cli_args: tuple[str, ...] = ()  # the `vramplan estimate` arguments that name this model again
     fit: tuple[Any, ...] = ()  # plan.fit.FitCell per (card, input size), when a fit was asked for
+    plans: tuple[Any, ...] = ()  # plan.training_plan.TrainingPlan per (training case, strategy), --mode train --gpus
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,7 @@ class RunResult:
     inference: Any = None  # measure.cases.InferenceRequest when inference was asked for
     fit: Any = None  # plan.fit.FitRequest when a fit was asked for
     training: Any = None  # measure.training_cases.TrainingRequest when training was asked for
+    parallel: tuple[Any, ...] = ()  # plan.parallel.ParallelPlan per strategy, when training across GPUs was asked
 
     @property
     def exit_code(self) -> int:

@@ -35,8 +35,9 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lora-rank", type=int, default=0, metavar="R")
     g.add_argument("--num-labels", type=int, default=1000, metavar="N", help="linear-probe classes (backbones)")
     g = p.add_argument_group("engine configs")
-    g.add_argument("--emit", choices=("accelerate", "deepspeed", "torchrun"),
-                   help="write the configs and launch line of each plan into -o DIR/<strategy>/")
+    g.add_argument("--emit", metavar="ENGINE[,ENGINE]",
+                   help="accelerate, deepspeed and/or torchrun: write the configs and launch line of each plan "
+                        "into -o DIR/<strategy>/")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true")
     p.add_argument("--revision")
@@ -45,15 +46,37 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_plans(args: argparse.Namespace, wrap: tuple[str, ...] = ()) -> list[ParallelPlan]:
     """--strategy items (with +offload) on --gpus x --nodes; refuses what an engine does not offer."""
+    return strategy_plans(args.strategy, args.gpus, args.nodes, args.offload, precision=args.precision,
+                          micro_batch=args.batch_size, grad_accum=args.grad_accum, wrap=wrap,
+                          grad_checkpointing=args.grad_checkpointing)
+
+
+def strategy_plans(strategy: str, gpus: int, nodes: int, offload: str = "none", *, precision: str = "amp-bf16",
+                   micro_batch: int = 1, grad_accum: int = 1, wrap: tuple[str, ...] = (),
+                   grad_checkpointing: bool = False) -> list[ParallelPlan]:
+    """A ParallelPlan per item of a --strategy list (`fsdp,zero3+optimizer`); `offload` for items without one."""
     plans = []
-    for item in filter(None, (v.strip() for v in args.strategy.split(","))):
-        strategy, _, offload = item.partition("+")
-        plans.append(ParallelPlan(strategy, gpus=args.gpus, nodes=args.nodes, offload=offload or args.offload,
-                                  precision=args.precision, micro_batch=args.batch_size, grad_accum=args.grad_accum,
-                                  wrap_classes=wrap, grad_checkpointing=args.grad_checkpointing))
+    for item in filter(None, (v.strip() for v in strategy.split(","))):
+        name, _, own = item.partition("+")
+        plans.append(ParallelPlan(name, gpus=gpus, nodes=nodes, offload=own or offload, precision=precision,
+                                  micro_batch=micro_batch, grad_accum=grad_accum, wrap_classes=wrap,
+                                  grad_checkpointing=grad_checkpointing))
     if not plans:
         raise UsageError("--strategy names no strategy")
     return plans
+
+
+def parse_engines(text: str | None) -> tuple[str, ...]:
+    """--emit's comma list (`accelerate,deepspeed,torchrun`), in order, each once."""
+    from .emit import EMITTERS
+
+    engines = tuple(dict.fromkeys(e.strip() for e in (text or "").split(",") if e.strip()))
+    for engine in engines:
+        if engine not in EMITTERS:
+            raise UsageError(f"--emit `{engine}` is not one of {', '.join(EMITTERS)}")
+    if text is not None and not engines:
+        raise UsageError(f"--emit names no engine: any of {', '.join(EMITTERS)}")
+    return engines
 
 
 def case_maker(args: argparse.Namespace):
@@ -87,15 +110,17 @@ def run_plan(args: argparse.Namespace, write) -> int:
 
     if args.gpus < 1 or args.nodes < 1 or args.batch_size < 1 or args.grad_accum < 1:
         raise UsageError("--gpus, --nodes, --batch-size and --grad-accum must be at least 1")
-    if args.emit and not args.output:
+    engines = parse_engines(args.emit)
+    if engines and not args.output:
         raise UsageError("--emit needs -o DIR, the folder to write the configs into")
     parse_plans(args)  # bad strategies fail before any model is simulated
     make = case_maker(args)
     results = [plan_model(m, make, parse_plans(args), trust_remote_code=args.trust_remote_code,
                           revision=args.revision, timeout=args.timeout) for m in args.models]
     text = render_plans_json(results) if args.format == "json" else render_plans_text(results)
-    if args.emit:
-        _emit_all(args, results)
+    if engines:
+        done = [r for r in results if not r.error]
+        emit_all(args.output, engines, [(r.model, parse_plans(args, r.wrap_classes)) for r in done])
         write(text, None)
     else:
         write(text, args.output)
@@ -105,18 +130,20 @@ def run_plan(args: argparse.Namespace, write) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def _emit_all(args: argparse.Namespace, results) -> None:
-    from .emit import emit_plan, write_plan
+def emit_all(output: str, engines: tuple[str, ...], planned: list[tuple[str, list[ParallelPlan]]]) -> None:
+    """Write each model's plans' files into output/[model/]<strategy>/, saying so on stderr."""
+    from .emit import emit_engines, write_plan
 
-    done = [r for r in results if not r.error]
-    for r in done:
-        for plan in parse_plans(args, r.wrap_classes):
-            if args.emit == "deepspeed" and not plan.zero_stage:  # DeepSpeed's launcher runs ZeRO plans only
+    for model, plans in planned:
+        for plan in dict.fromkeys(plans):
+            if "deepspeed" in engines and not plan.zero_stage:  # DeepSpeed's launcher runs ZeRO plans only
                 print(f"vramplan: {plan.strategy}: nothing for --emit deepspeed (use accelerate or torchrun)",
                       file=sys.stderr)
+            files = emit_engines(plan, engines)
+            if not files:
                 continue
-            folder = Path(args.output) / (_slug(r.model) if len(done) > 1 else "") / _plan_name(plan)
-            for path in write_plan(emit_plan(plan, args.emit), folder):
+            folder = Path(output) / (_slug(model) if len(planned) > 1 else "") / _plan_name(plan)
+            for path in write_plan(files, folder):
                 print(f"vramplan: wrote {path}", file=sys.stderr)
 
 
@@ -126,3 +153,69 @@ def _plan_name(plan: ParallelPlan) -> str:
 
 def _slug(model: str) -> str:
     return model.replace("/", "--")
+
+
+# --- estimate/report --mode train --gpus N: the same plans, on the run's training cases ---------------------------
+
+_PARALLEL_FLAGS = ("--strategy", "--nodes", "--offload", "--grad-accum", "--emit")
+
+
+def add_parallel_options(g) -> None:
+    """--nodes, --strategy, --offload, --grad-accum, --emit for `estimate`/`report --mode train --gpus N`."""
+    g.add_argument("--nodes", type=int, metavar="M", help="with --mode train --gpus N: nodes of N GPUs (default: 1)")
+    g.add_argument("--strategy", metavar="S[+OFFLOAD][,...]",
+                   help=f"with --mode train --gpus N: comma list of {', '.join(STRATEGIES)}, each optionally "
+                        f"+optimizer or +params (default: {DEFAULT_STRATEGIES})")
+    g.add_argument("--offload", choices=OFFLOADS, help="offload for --strategy items without +OFFLOAD (default: none)")
+    g.add_argument("--grad-accum", type=int, metavar="N", help="gradient accumulation written by --emit (default: 1)")
+    g.add_argument("--emit", metavar="ENGINE[,ENGINE]",
+                   help="with --mode train --gpus N: write accelerate, deepspeed and/or torchrun configs and "
+                        "launch lines into -o DIR/<strategy>/ (the report then goes to stdout)")
+
+
+def parallel_options(args: argparse.Namespace) -> dict | None:
+    """The pipeline's `parallel` plans for --mode train --gpus N; None outside train mode (--gpus splits inference).
+
+    Precision, batch and checkpointing come from each training case (plan.training_plan.plan_cases).
+    """
+    given = [flag for flag in _PARALLEL_FLAGS if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if args.mode != "train":
+        if given:
+            raise UsageError(f"{', '.join(given)} need --mode train --gpus N (inference over --gpus cards is "
+                             "split as device_map='auto' does, without a strategy)")
+        return None
+    if args.gpus is None:
+        if given:
+            raise UsageError(f"{', '.join(given)} need --gpus N, the GPUs per node to train on")
+        return {}
+    nodes = 1 if args.nodes is None else args.nodes
+    accum = 1 if args.grad_accum is None else args.grad_accum
+    if args.gpus < 1 or nodes < 1 or accum < 1:
+        raise UsageError("--gpus, --nodes and --grad-accum must be at least 1")
+    plans = strategy_plans(args.strategy or DEFAULT_STRATEGIES, args.gpus, nodes, args.offload or "none",
+                           grad_accum=accum)
+    if parse_engines(args.emit):
+        _check_one_config(args)
+    return {"parallel": tuple(plans)}
+
+
+def _check_one_config(args: argparse.Namespace) -> None:
+    """--emit writes one folder per strategy: one precision and one batch (they are in the files), and -o DIR."""
+    from ..measure.cases import parse_int_list
+
+    if not args.output or args.output == "-":
+        raise UsageError("--emit needs -o DIR, the folder to write the configs into")
+    precisions = [p for v in args.precision for p in v.split(",") if p.strip()]
+    if len(parse_int_list(args.batch_size, "--batch-size")) > 1 or len(precisions) > 1:
+        raise UsageError("--emit writes one config per strategy: give one --batch-size and one --precision")
+
+
+def emit_run(run, args: argparse.Namespace) -> str | None:
+    """With --emit, write each planned model's configs and return None (the report goes to stdout);
+    otherwise return -o as given."""
+    engines = parse_engines(getattr(args, "emit", None))
+    if not engines:
+        return args.output
+    planned = [(m.model, [p.peak.plan for p in m.plans]) for m in run.models if m.plans]
+    emit_all(args.output, engines, planned)
+    return None

@@ -60,6 +60,22 @@ def emit_plan(plan: ParallelPlan, engine: str) -> tuple[EmittedFile, ...]:
     return tuple(files)
 
 
+def emit_engines(plan: ParallelPlan, engines: tuple[str, ...]) -> tuple[EmittedFile, ...]:
+    """The files of `plan` for several engines, in one folder: the configs once, a launch line per engine.
+
+    One engine keeps `launch.sh`; several write `launch-<engine>.sh` each. DeepSpeed's own launcher is
+    left out for plans without ZeRO (it runs DeepSpeed engines only); none at all gives no files.
+    """
+    files: dict[str, EmittedFile] = {}
+    for engine in engines:
+        if engine == "deepspeed" and not plan.zero_stage:
+            continue
+        for f in emit_plan(plan, engine):
+            name = f"launch-{engine}.sh" if f.name == LAUNCH_FILE and len(engines) > 1 else f.name
+            files[name] = EmittedFile(name, f.text)
+    return tuple(files.values())
+
+
 def write_plan(files: tuple[EmittedFile, ...], folder: str | Path) -> list[Path]:
     """Write the files into `folder` (made if missing); returns their paths."""
     out = Path(folder)

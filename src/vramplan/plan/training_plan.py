@@ -18,7 +18,7 @@ Known limitations:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .parallel import ParallelPlan
@@ -49,6 +49,29 @@ def plan_training(model, measurement, plans: Iterable[ParallelPlan], reference: 
     states = trainee_states(model, measurement, reference)
     step = step_from_measurement(states, measurement)
     return [TrainingPlan(measurement, plan_sharding(states, step, p)) for p in plans]
+
+
+def plan_cases(model, measured: Iterable, plans: Iterable[ParallelPlan], reference: str) -> tuple[TrainingPlan, ...]:
+    """`plan_training` for each simulated case of a sweep (failed cases have none), case by case.
+
+    Each plan takes the case's precision, per-GPU batch and checkpointing, and the model's wrap classes, so
+    the plan (and what `--emit` writes from it) is the case's. `vramplan estimate --mode train --gpus N`
+    comes here; `vramplan plan` calls `plan_training` for its one case: one derivation for both.
+    """
+    wrap = wrap_classes(model)
+    out: list[TrainingPlan] = []
+    for m in measured:
+        if not hasattr(m, "peak_allocated_bytes"):  # a TrainingFailure: nothing to derive
+            continue
+        own = [replace(p, precision=m.case.precision, micro_batch=m.case.batch_size,
+                       grad_checkpointing=m.case.grad_checkpointing, wrap_classes=wrap) for p in plans]
+        out += plan_training(model, m, own, reference)
+    return tuple(out)
+
+
+def wrap_classes(model) -> tuple[str, ...]:
+    """The `_no_split_modules` blocks FSDP2 wraps (accelerate's transformer-based wrap), sorted."""
+    return tuple(sorted(getattr(model, "_no_split_modules", None) or ()))
 
 
 def trainee_states(model, measurement, reference: str) -> ModelStates:
@@ -115,5 +138,4 @@ def plan_model(reference: str, make_case, plans: list[ParallelPlan], *, trust_re
         derived = plan_training(model, measured, plans, name)
     except Exception as exc:  # one bad model never stops the others
         return ModelPlans(name, error=one_line(exc, typed=True))
-    wrap = tuple(sorted(getattr(model, "_no_split_modules", None) or ()))
-    return ModelPlans(name, tuple(derived), wrap_classes=wrap)
+    return ModelPlans(name, tuple(derived), wrap_classes=wrap_classes(model))

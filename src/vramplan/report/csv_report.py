@@ -67,11 +67,13 @@ def render_inference_csv(run: RunResult) -> str:
 
 def render_training_csv(run: RunResult) -> str:
     """A row per model and training case; a failed case carries its reason and empty sizes."""
+    from .multigpu import PARALLEL_CSV_COLUMNS, parallel_csv_rows
     from .training import TRAINING_CSV_COLUMNS, training_csv_rows
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(TRAINING_CSV_COLUMNS)
+    columns = TRAINING_CSV_COLUMNS + (PARALLEL_CSV_COLUMNS if run.parallel else ())  # --gpus N: per case and strategy
+    writer.writerow(columns)
     for model in run.models:
-        writer.writerows(training_csv_rows(model))
+        writer.writerows(parallel_csv_rows(model, columns) if model.plans else training_csv_rows(model))
     return out.getvalue()

@@ -63,9 +63,10 @@ def model_json(result: ModelResult, dtypes: tuple[str, ...] = DTYPES) -> dict[st
     if result.fit:
         entry["fit"] = [cell.as_json() for cell in result.fit]
     if result.training:
+        from .multigpu import parallel_training_json
         from .training import training_json
 
-        entry["training"] = training_json(result)
+        entry["training"] = parallel_training_json(result) if result.plans else training_json(result)
     return entry
 
 

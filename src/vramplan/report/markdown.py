@@ -53,6 +53,12 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
 
         out += [f"{training_title(model)}:", "", *_table(list(TRAINING_HEADERS), training_rows(model)), "",
                 table_legend().replace("\n", " "), ""]
+    if model.plans:
+        from .multigpu import parallel_groups, parallel_notes, parallel_table, parallel_title
+
+        for case, plans in parallel_groups(model):
+            out += [f"{_escape(parallel_title(model, case))}:", "", *_table(*parallel_table(plans)), ""]
+        out += [*(f"- {_escape(note)}" for note in parallel_notes(model)), ""]
     out += [line for reason in failure_reasons(model) for line in (f"Error: {_escape(reason)}", "")]
     return out
 

@@ -179,6 +179,10 @@ def reproduce_command(result: ModelResult, run: RunResult) -> str:
                 else ["--gpu", request.gpu.name]
     if run.training is not None:
         words += training_words(run.training)
+    if run.parallel:
+        from .multigpu import parallel_words
+
+        words += parallel_words(run.parallel)
     return shlex.join(words)
 
 

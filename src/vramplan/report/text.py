@@ -103,10 +103,11 @@ def model_details(model, width: int = 100) -> list[str]:
     """What follows the weights table: the checkpoint, the inference table, and each error that left weights."""
     errors = [f"Error: {reason}" for reason in failure_reasons(model)] if model.weights is not None else []
     ties = [f"Note: {note}"] if model.weights is not None and (note := model.weights.tie_note()) else []
+    from .multigpu import parallel_lines
     from .training import render_training_text
 
     return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model, width), *render_training_text(model),
-            *errors]
+            *parallel_lines(model, width), *errors]
 
 
 def inference_block(model, width: int = 100) -> list[str]:
