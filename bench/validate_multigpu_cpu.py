@@ -61,6 +61,15 @@ def plan_7b_seconds() -> tuple[float, str]:
     return time.perf_counter() - start, "vramplan " + " ".join(argv) + "\n" + done.stdout
 
 
+def _kept_sections(page: Path) -> list[str]:
+    """The full-size section bench/validate_multigpu_fullsize.py wrote into the page, kept as it is."""
+    import re
+
+    old = page.read_text(encoding="utf-8") if page.exists() else ""
+    found = re.search(r"<!-- validate_multigpu_fullsize:start -->.*?<!-- validate_multigpu_fullsize:end -->", old, re.S)
+    return [found.group(0), ""] if found else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "docs" / "accuracy-multigpu.md"))
@@ -105,6 +114,7 @@ def main() -> None:
         lines += ["## Speed: the DINOv3 7B fine-tune planned for 8 GPUs", "",
                   f"One simulation, five strategies derived: **{seconds:.1f} s** wall (target 60 s; load average "
                   f"{os.getloadavg()[0]:.1f} at the end, shared cores).", "", "```text", output.rstrip(), "```", ""]
+    lines += _kept_sections(Path(args.out))
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 

@@ -84,3 +84,23 @@ def test_each_rank_matches_the_busiest_rank_prediction(runs, name, strategy):
         real = results[f"{name}/{strategy}"]["memtracker_peak_bytes"]
         error = (predicted - real) / real
         assert abs(error) <= TOLERANCE, f"rank {rank}: predicted {predicted}, real {real} ({error:+.2%})"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("VRAMPLAN_SLOW"), reason="full-size 2-rank run (about 2 minutes on 2 cores): "
+                    "set VRAMPLAN_SLOW=1, or run bench/validate_multigpu_fullsize.py")
+def test_full_size_dinov3_fsdp2_probe_and_full_within_5_percent(tmp_path):
+    """DINOv3 ViT-S/16 at full size, linear probe and full fine-tune, FSDP2 on 2 gloo ranks, counted by the CPU
+    allocator's total over every thread (dist_step.count_all_threads)."""
+    import importlib.util
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "validate_multigpu_fullsize.py"
+    spec = importlib.util.spec_from_file_location("validate_multigpu_fullsize", bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    single, ranks = module.real_peaks()
+    predicted = module.predicted()
+    for key, value in predicted.items():
+        reals = [single[key]["peak_bytes"]] if key.endswith("/single") else [r[key]["peak_bytes"] for r in ranks]
+        for real in reals:
+            assert abs(value - real) / real <= TOLERANCE, f"{key}: predicted {value}, real {real}"

@@ -107,6 +107,113 @@ def run_memtracker(name: str, strategy: str, batch: int) -> dict[str, Any]:
     return {"peak_bytes": max(v["Total"] for v in snapshot.values())}
 
 
+def count_all_threads() -> None:
+    """Make torch's CPU allocator count every thread's allocations and frees in its running total.
+
+    The profiler's memory events report `total_allocated`, the CPU allocator's live bytes after each event;
+    by default an allocation or free made on a thread that is not profiling (gloo's workers free the
+    tensors a collective held last) is left out of that total. c10's `caffe2_report_cpu_memory_usage` flag
+    (c10/core/CPUAllocator.cpp, ProfiledCPUMemoryReporter) counts them all; it has no Python setter, so it is
+    set in libc10 directly. Set it before the model is built: earlier allocations are not in the total.
+    """
+    import ctypes
+
+    import torch
+
+    lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libc10.so"))
+    ctypes.c_bool.in_dll(lib, "FLAGS_caffe2_report_cpu_memory_usage").value = True
+
+
+def run_catalogue(alias: str, trains: str, strategy: str, batch: int) -> dict[str, Any]:
+    """Two real fp32 steps of a full-size catalogue model (random weights, `probe` or `full`), alone or wrapped.
+
+    The model is built, made the trainee (`measure.training.prepare_trainee`, as the simulation does) and
+    wrapped inside the profiled region; the peak is the CPU allocator's total (every thread: see
+    `count_all_threads`) at the profiler's memory events from the first step on, so it counts the sharded
+    weights, gradients, optimizer state, communication buffers and activations a rank holds while training.
+    """
+    import gc
+    import warnings
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from ..measure.training import TrainingCase, make_optimizer, prepare_trainee, run_steps
+    from ..sources import resolve_model
+    from .training import random_task_model
+
+    spec = resolve_model(alias)
+    case = TrainingCase(batch_size=batch, precision="fp32", device="cpu", image_size=(224, 224),
+                        freeze="backbone" if trains == "probe" else "none")
+
+    def mark(phase: str, step: int) -> None:
+        with record_function(f"vramplan-phase:{phase}:{step}"):
+            pass
+
+    gc.collect()  # what an earlier run left in reference cycles is freed, not counted in this one
+    with warnings.catch_warnings():  # oneDNN's convolution scratchpad is not modelled (as testing/training.py)
+        warnings.simplefilter("ignore", UserWarning)
+        no_onednn = torch.backends.mkldnn.flags(enabled=False)
+        no_onednn.__enter__()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model = random_task_model(spec.config, bare=True)
+            classes = set(getattr(model, "_no_split_modules", None) or ())
+            trainee = prepare_trainee(model, case, alias, meta=False)
+            trainee.module = wrap_blocks(trainee.module, strategy, classes)
+            optimizer = make_optimizer(trainee.module, case)
+            run_steps(trainee, optimizer, case, steps=2, on_phase=mark)
+            del trainee, optimizer, model
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            no_onednn.__exit__(None, None, None)
+    return _total_peaks(prof)
+
+
+def wrap_blocks(module, strategy: str, classes: set[str]):
+    """`wrap` for a trainee whose blocks are named by the base model's `_no_split_modules`.
+
+    DDP is told to look for unused parameters: DINOv3's `mask_token` takes no part in a forward without
+    a mask, and DDP refuses the second step otherwise (as a user's script would set it).
+    """
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, find_unused_parameters=True)
+    if strategy != "fsdp":
+        return wrap(module, strategy)
+    from torch.distributed.fsdp import fully_shard
+
+    for sub in list(module.modules()):
+        if sub is not module and type(sub).__name__ in classes:
+            fully_shard(sub)
+    return fully_shard(module)
+
+
+def _total_peaks(prof) -> dict[str, Any]:
+    """The allocator's total at each memory event, less what was live before the run: its peak from the first
+    step on, and before it (building and sharding the model)."""
+    from torch._C._profiler import _ExtraFields_Allocation
+
+    allocations, marks, stack = [], [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        stack += event.children
+        extra = event.extra_fields
+        if isinstance(extra, _ExtraFields_Allocation) and extra.device.type == "cpu":
+            allocations.append((event.start_time_ns, extra.total_allocated, extra.alloc_size))
+        elif event.name.startswith("vramplan-phase:"):
+            marks.append((event.start_time_ns, event.name.split(":", 1)[1]))
+    allocations.sort()
+    marks.sort()
+    start, before = marks[0][0], allocations[0][1] - allocations[0][2]
+    when, peak, _ = max((a for a in allocations if a[0] >= start), key=lambda a: a[1])
+    return {"peak_bytes": peak - before,
+            "build_peak_bytes": max((t for w, t, _ in allocations if w < start), default=before) - before,
+            "live_before_bytes": before, "peak_phase": [name for t, name in marks if t <= when][-1]}
+
+
 def _peaks(prof) -> dict[str, Any]:
     import torch
 
@@ -134,11 +241,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strategy", default="ddp,fsdp", help="comma list of: single, ddp, fsdp")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--profiler", action="store_true", help="also count with torch.profiler's memory events")
+    parser.add_argument("--catalogue", metavar="ALIAS",
+                        help="instead: a full-size catalogue model (dinov3-vits16), random weights, fp32, 224 px, "
+                             "--trains each, counted by the allocator's total over every thread")
+    parser.add_argument("--trains", default="probe,full", help="with --catalogue: comma list of probe, full")
     parser.add_argument("--out", required=True, help="folder for rank<N>.json")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.catalogue:
+        count_all_threads()
     strategies = args.strategy.split(",")
     distributed = strategies != ["single"]
     rank = 0
@@ -148,7 +261,11 @@ def main(argv: list[str] | None = None) -> None:
         dist.init_process_group("gloo")
         rank = dist.get_rank()
     results = {}
-    for name in args.model.split(","):
+    for trains in args.trains.split(",") if args.catalogue else ():
+        for strategy in strategies:
+            results[f"{args.catalogue}/{trains}/{strategy}"] = run_catalogue(args.catalogue, trains, strategy,
+                                                                             args.batch_size)
+    for name in () if args.catalogue else args.model.split(","):
         for strategy in strategies:
             entry = {"memtracker_peak_bytes": run_memtracker(name, strategy, args.batch_size)["peak_bytes"]}
             if args.profiler:
