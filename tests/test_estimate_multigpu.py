@@ -168,6 +168,11 @@ def test_multi_gpu_inference_cases_have_cpu_bytes_per_node():
     case = json.loads(out)["models"][0]["inference"][0]
     assert (case["gpus"], case["nodes"], case["strategy"], case["offload"]) == (2, 1, "device_map", "none")
     assert case["cpu_bytes_per_node"] == 0 and case["per_gpu_peak_bytes"] > 0
+    rows = list(csv.DictReader(io.StringIO(_stdout(["estimate", "dinov3-vits16", "--mode", "inference",
+                                                    "--image-size", "224", "--gpus", "2", "--memory", "80GB",
+                                                    "--format", "csv"]))))
+    assert [(r["gpus"], r["strategy"], int(r["per_gpu_peak_bytes"]), int(r["cpu_bytes_per_node"])) for r in rows] == [
+        ("2", "device_map", case["per_gpu_peak_bytes"], 0)]
 
 
 @pytest.mark.parametrize("argv,message", [

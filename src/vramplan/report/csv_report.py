@@ -16,6 +16,9 @@ INFERENCE_COLUMNS = (
     "parameter_bytes", "buffer_bytes", "activation_bytes", "temp_bytes", "peak_allocated_bytes", "peak_device_bytes",
 )
 
+SPLIT_CSV_COLUMNS = ("gpus", "nodes", "strategy", "per_gpu_peak_bytes", "per_gpu_device_bytes", "cpu_bytes_per_node",
+                     "fits")
+
 
 def render_csv(run: RunResult) -> str:
     """The run as CSV: weights rows, or with inference (training) asked for, one row per model and case."""
@@ -52,13 +55,14 @@ def render_inference_csv(run: RunResult) -> str:
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(INFERENCE_COLUMNS)
+    split = SPLIT_CSV_COLUMNS if any(m.splits for m in run.models) else ()  # --gpus N: the busiest card, the CPU
+    writer.writerow(INFERENCE_COLUMNS + split)
     for model in run.models:
         if not model.inference:
-            writer.writerow([model.model, model.status, model.error or ""] + [""] * (len(INFERENCE_COLUMNS) - 3))
+            writer.writerow([model.model, model.status, model.error or ""] + [""] * (len(INFERENCE_COLUMNS + split) - 3))
         for entry in inference_json(model):
             h, w = entry.get("image_size") or ("", "")
-            sizes = [_blank(entry.get(c)) for c in INFERENCE_COLUMNS[10:]]
+            sizes = [_blank(entry.get(c)) for c in INFERENCE_COLUMNS[10:] + split]
             writer.writerow([model.model, "error" if "error" in entry else "ok", entry.get("error", ""), h, w,
                              _blank(entry.get("seq_len")), entry["batch_size"], entry["dtype"], entry["attn"],
                              entry["device"], *sizes])
