@@ -130,13 +130,14 @@ def run_plan(args: argparse.Namespace, write) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def emit_all(output: str, engines: tuple[str, ...], planned: list[tuple[str, list[ParallelPlan]]]) -> None:
-    """Write each model's plans' files into output/[model/]<strategy>/, saying so on stderr."""
+def emit_all(output: str, engines: tuple[str, ...], planned: list[tuple[str, list[ParallelPlan]]],
+             quiet: bool = False) -> None:
+    """Write each model's plans' files into output/[model/]<strategy>/, saying so on stderr (unless `quiet`)."""
     from .emit import emit_engines, write_plan
 
     for model, plans in planned:
         for plan in dict.fromkeys(plans):
-            if "deepspeed" in engines and not plan.zero_stage:  # DeepSpeed's launcher runs ZeRO plans only
+            if "deepspeed" in engines and not plan.zero_stage and not quiet:  # its launcher runs ZeRO plans only
                 print(f"vramplan: {plan.strategy}: nothing for --emit deepspeed (use accelerate or torchrun)",
                       file=sys.stderr)
             files = emit_engines(plan, engines)
@@ -144,7 +145,8 @@ def emit_all(output: str, engines: tuple[str, ...], planned: list[tuple[str, lis
                 continue
             folder = Path(output) / (_slug(model) if len(planned) > 1 else "") / _plan_name(plan)
             for path in write_plan(files, folder):
-                print(f"vramplan: wrote {path}", file=sys.stderr)
+                if not quiet:
+                    print(f"vramplan: wrote {path}", file=sys.stderr)
 
 
 def _plan_name(plan: ParallelPlan) -> str:
@@ -217,5 +219,5 @@ def emit_run(run, args: argparse.Namespace) -> str | None:
     if not engines:
         return args.output
     planned = [(m.model, [p.peak.plan for p in m.plans]) for m in run.models if m.plans]
-    emit_all(args.output, engines, planned)
+    emit_all(args.output, engines, planned, quiet=args.quiet)
     return None

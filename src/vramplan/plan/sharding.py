@@ -40,6 +40,9 @@ Known limitations:
     - Communication libraries' own buffers (NCCL channels, gloo scratch) are not counted.
     - FSDP2's all-gather input copies (one shard per unit, in the compute dtype) and DeepSpeed's
       alignment padding (a few elements per partition) are not counted.
+    - Measured on full-size DINOv3 ViT-S/16 (2 gloo ranks, fp32, docs/accuracy-multigpu.md), FSDP2 is
+      predicted 0.2% (full fine-tune) to 1.2% (linear probe, 0.9 MB) under the real peak, in the forward;
+      the missing buffer is not identified (the flat all-gather output during the copy-out is a candidate).
     - DeepSpeed's CPU figures are the steady state of offloaded states; loading the model (each process
       materialising it on CPU before partitioning) can need more, which DeepSpeed's estimators cover
       with `additional_buffer_factor`.
