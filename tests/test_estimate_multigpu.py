@@ -112,14 +112,14 @@ def test_emitted_deepspeed_json_loads_in_deepspeeds_config_class(tmp_path):
     from deepspeed.runtime.config import DeepSpeedConfig
 
     argv = ["estimate", *SMALL, "--gpus", "2", "--strategy", "zero2", "--offload", "optimizer", "--grad-accum", "3",
-            "--emit", "deepspeed", "-o", str(tmp_path), "-q"]
+            "--precision", "fp32", "--emit", "deepspeed", "-o", str(tmp_path), "-q"]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(argv) == 0
     assert err.getvalue() == ""  # -q: no `wrote` lines
     config = DeepSpeedConfig(str(tmp_path / "zero2-offload-optimizer" / "ds_config.json"))
     assert (config.train_micro_batch_size_per_gpu, config.gradient_accumulation_steps) == (2, 3)
     assert config.zero_config.stage == 2 and config.zero_config.offload_optimizer.device == "cpu"
-    assert config.bfloat16_config.enabled
+    assert not config.float16_config.enabled and not config.bfloat16_config.enabled  # the case: fp32
 
 
 @pytest.fixture(scope="module")
