@@ -161,6 +161,7 @@ class TrainingMeasurement:
     trainable_parameters: int = 0  # parameters the optimizer updates
     total_parameters: int = 0
     phase_peaks: tuple[tuple[str, int], ...] = ()  # (phase, highest allocated bytes in it), second step
+    peak_step: int = 2  # the step (1 or 2) whose peak is reported
 
     def as_json(self) -> dict[str, Any]:
         """Return the entry of a model's JSON `"training"` list."""
@@ -555,6 +556,10 @@ class _TrainTracker(_Tracker):
         self._first_step: tuple | None = None
         self._grad_hooks: list = []
         self.phase_peaks: dict[str, int] = {}
+        self._serial = 0  # allocations so far; a storage's birth serial says whether it was live at the peak
+        self._born: dict[int, int] = {}
+        self._peak_serial = 0
+        self.peak_step = 1
 
     def add_weights(self, module: "nn.Module") -> None:
         super().add_weights(module)
@@ -572,6 +577,7 @@ class _TrainTracker(_Tracker):
             if step == 0:  # the second step's peak is the one to report unless the first was higher
                 self._first_step = (self.peak_total, dict(self.peak), self.peak_phase)
                 self.peak_total, self.peak = self.total, dict(self.current)
+                self._peak_serial = self._serial  # every live storage is live at this new "peak"
                 self.phase_peaks = {}
             return
         if phase in PHASES:
@@ -594,7 +600,12 @@ class _TrainTracker(_Tracker):
                     self.retag(value, OPTSTATE)
 
     def retag(self, tensor: "torch.Tensor", category: str) -> None:
-        """Move a live storage's bytes to another category (a gradient, an optimizer state)."""
+        """Move a live storage's bytes to another category (a gradient, an optimizer state).
+
+        A storage born before the peak and still live was live at the peak: the peak's
+        breakdown moves it too (the optimizer state made in the step that peaks, a gradient
+        allocated at the peak and accumulated just after).
+        """
         key = id(tensor.untyped_storage())
         entry = self._live.get(key)
         if entry is None or entry[1] == category:
@@ -604,12 +615,28 @@ class _TrainTracker(_Tracker):
         self.current[old] -= size
         self.current[category] += size
         self._live[key] = (ref, category, handle)
+        if self._born.get(key, self._peak_serial + 1) <= self._peak_serial:
+            self.peak[old] -= size
+            self.peak[category] += size
+
+    def _track(self, tensor: "torch.Tensor", category: str) -> None:
+        key = id(tensor.untyped_storage())
+        new = key not in self._live
+        super()._track(tensor, category)
+        if new:
+            self._born[key] = self._serial
+
+    def _release(self, key: int) -> None:
+        self._born.pop(key, None)
+        super()._release(key)
 
     def _alloc(self, nbytes: int, category: str) -> Any:
         before = self.peak_total
+        self._serial += 1
         handle = super()._alloc(nbytes, category)
         if self.peak_total != before:
             self.peak_phase = self.phase
+            self._peak_serial = self._serial
         if self.total > self.phase_peaks.get(self.phase, 0):
             self.phase_peaks[self.phase] = self.total
         return handle
@@ -654,6 +681,9 @@ class _TrainTracker(_Tracker):
     def measurement(self, trainable: int, total: int) -> TrainingMeasurement:
         if self._first_step is not None and self._first_step[0] > self.peak_total:
             self.peak_total, self.peak, self.peak_phase = self._first_step
+            self.peak_step = 1
+        elif self._first_step is not None:
+            self.peak_step = 2
         for hook in self._grad_hooks:
             hook.remove()
         extra: tuple[tuple[str, int], ...] = ()
@@ -677,6 +707,7 @@ class _TrainTracker(_Tracker):
             trainable_parameters=trainable,
             total_parameters=total,
             phase_peaks=tuple((phase, self.phase_peaks[phase]) for phase in PHASES if phase in self.phase_peaks),
+            peak_step=self.peak_step,
         )
 
 
