@@ -100,3 +100,21 @@ def test_adamw_8bit_state_is_bitsandbytes_sizes():
     case = TrainingCase(batch_size=2, precision="fp32", optimizer="adamw-8bit", device="cpu", image_size=(64, 64))
     m = measure_training(_meta(VIT_CLS), case, reference="tiny")
     assert m.optimizer_state_bytes == 644944
+
+
+def test_cli_sweeps_the_optimizers_and_says_8bit_is_modelled(run_cli, write_config):
+    import json
+
+    model = str(write_config("tiny-vit", {**SMALL_DINOV3, "hidden_size": 192, "intermediate_size": 768,
+                                          "num_attention_heads": 3}))
+    done = run_cli("estimate", model, "--mode", "train", "--image-size", "64", "--precision", "amp-fp16",
+                   "--optimizer", "adamw,adamw-fused,adafactor,adamw-8bit", "--format", "json")
+    assert done.code == 0, done.err
+    cases = json.loads(done.out)["models"][0]["training"]
+    assert [(c["precision"], c["optimizer"]) for c in cases] == [
+        ("amp-fp16", "adamw"), ("amp-fp16", "adamw-fused"), ("amp-fp16", "adafactor"), ("amp-fp16", "adamw-8bit")]
+    assert all("error" not in c for c in cases)
+    adamw, fused, adafactor, eight = (c["optimizer_state_bytes"] for c in cases)
+    assert adafactor < eight < adamw < fused
+    assert fused - adamw == 512 * 42  # fused keeps `step` on the device: a float32 per parameter, a 512-byte block
+    assert "adamw-8bit is modelled" in done.err

@@ -476,12 +476,16 @@ def _training_request(args: argparse.Namespace):
         trains.append("lora")
     if args.lora_targets and "lora" not in trains:
         raise UsageError("--lora-targets needs --lora-rank R (or --trains lora)")
+    optimizers = parse_choices(args.optimizer, "--optimizer", OPTIMIZERS) or ("adamw",)
+    if "adamw-8bit" in optimizers:
+        print("vramplan: note: adamw-8bit is modelled: bitsandbytes' AdamW8bit state sizes from its source, "
+              "not bitsandbytes run", file=sys.stderr)
     return TrainingRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"),
         batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
         precisions=parse_choices(args.precision, "--precision", PRECISIONS) or ("amp-bf16",),
-        optimizers=parse_choices(args.optimizer, "--optimizer", OPTIMIZERS) or ("adamw",),
+        optimizers=optimizers,
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
         trains=tuple(dict.fromkeys(trains)) or ("full",),
