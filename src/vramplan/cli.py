@@ -154,6 +154,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", action="append", default=[], metavar="N[,N]", help="default: 1")
     g.add_argument("--dtype", action="append", default=[], metavar="DTYPE[,DTYPE]",
                    help="the simulated dtype: float32, float16 or bfloat16 (default: bfloat16)")
+    g.add_argument("--autocast", choices=("bfloat16", "float16"),
+                   help="float32 weights, the forward under torch.autocast(DTYPE); its weight-cast cache is "
+                        "counted, as under torch.no_grad()")
     g.add_argument("--attn", action="append", default=[], metavar="IMPL[,IMPL]",
                    help="sdpa, eager or flash (flash_attention_2) (default: sdpa)")
     g.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -187,7 +190,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", action="append", default=[], metavar="P[,P]",
                    help=f"{', '.join(PRECISIONS)} (default: amp-bf16; amp = float32 weights, autocast compute)")
     g.add_argument("--optimizer", action="append", default=[], metavar="OPT[,OPT]",
-                   help=f"{', '.join(OPTIMIZERS)} (default: adamw)")
+                   help=f"{', '.join(OPTIMIZERS)} (default: adamw; adamw-8bit: bitsandbytes' state sizes, "
+                        "modelled)")
     g.add_argument("--trains", action="append", default=[], metavar="WHAT[,WHAT]",
                    help="full, probe (the head only, as --freeze backbone) or lora (default: full)")
     g.add_argument("--freeze", choices=("none", "backbone"), help="backbone: only the head (linear probe) trains")
@@ -419,6 +423,8 @@ def _inference_request(args: argparse.Namespace):
 
     inference_flags = (args.image_size, args.seq_len, args.batch_size, args.attn, args.input_shape, args.gpu,
                        args.memory)
+    if args.autocast and args.mode != "inference":
+        raise UsageError("--autocast needs --mode inference (training: --precision amp-bf16 or amp-fp16)")
     if args.mode != "inference":
         if args.mode == "train" and args.dtype:
             raise UsageError("--mode train takes --precision, not --dtype")
@@ -431,8 +437,12 @@ def _inference_request(args: argparse.Namespace):
         raise UsageError("--input-shape states the whole input: leave out --image-size and --seq-len")
     gpu = (targets(args) or (None,))[0]  # the inference table simulates the first card named
     dtypes = parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16")) or default_dtypes(gpu)
+    if args.autocast:  # float32 weights under autocast
+        if args.dtype and set(dtypes) != {"float32"}:
+            raise UsageError("--autocast runs float32 weights: leave out --dtype or give --dtype float32")
+        dtypes = ("float32",)
     if args.device == "cuda":
-        check_bf16([gpu], dtypes)
+        check_bf16([gpu], dtypes + ((args.autocast,) if args.autocast else ()))
     request = InferenceRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len", MAX_SEQ_LEN),
@@ -443,6 +453,7 @@ def _inference_request(args: argparse.Namespace):
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
         gpu=gpu,
+        autocast=args.autocast,
     )
     for note in skipped_combinations(request):  # a UsageError when no pair can run
         print(f"vramplan: note: {note}", file=sys.stderr)
@@ -472,12 +483,16 @@ def _training_request(args: argparse.Namespace):
         trains.append("lora")
     if args.lora_targets and "lora" not in trains:
         raise UsageError("--lora-targets needs --lora-rank R (or --trains lora)")
+    optimizers = parse_choices(args.optimizer, "--optimizer", OPTIMIZERS) or ("adamw",)
+    if "adamw-8bit" in optimizers:
+        print("vramplan: note: adamw-8bit is modelled: bitsandbytes' AdamW8bit state sizes from its source, "
+              "not bitsandbytes run", file=sys.stderr)
     return TrainingRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"),
         batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
         precisions=parse_choices(args.precision, "--precision", PRECISIONS) or ("amp-bf16",),
-        optimizers=parse_choices(args.optimizer, "--optimizer", OPTIMIZERS) or ("adamw",),
+        optimizers=optimizers,
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
         trains=tuple(dict.fromkeys(trains)) or ("full",),

@@ -126,8 +126,11 @@ class InferenceCase:
     seq_unit: str | None = None  # None for tokens, "samples" (input_values) or "frames" (input_features)
     inputs: tuple = ()  # inputs.InputShape from --input-shape, in place of an image size or length
     gpu: Any = None  # plan.gpus.GpuSpec of the CUDA target; None: the default, an H100 SXM
+    autocast: str | None = None  # "bfloat16" | "float16": float32 weights, the forward under torch.autocast
 
     def __post_init__(self) -> None:
+        if self.autocast is not None and (self.autocast not in ("bfloat16", "float16") or self.dtype != "float32"):
+            raise UsageError("autocast is bfloat16 or float16, over float32 weights (--dtype float32)")
         if self.dtype not in DTYPES:
             raise UsageError(f"dtype `{self.dtype}` is not one of {', '.join(DTYPES)}")
         if self.attn not in ATTENTIONS:
@@ -142,7 +145,7 @@ class InferenceCase:
             raise UsageError(f"image size must be a positive (height, width), got {self.image_size}")
         if self.seq_len is not None and self.seq_len < 1:
             raise UsageError(f"sequence length must be at least 1, got {self.seq_len}")
-        if self.device == "cuda" and self.dtype == "bfloat16" and not self.target.bf16:
+        if self.device == "cuda" and "bfloat16" in (self.dtype, self.autocast) and not self.target.bf16:
             raise UsageError(f"{self.target.label} has no bfloat16: use --dtype float16 or float32")
 
     @property
@@ -163,8 +166,9 @@ class InferenceCase:
             size = {"inputs": [{"name": s.name, "shape": [self.batch_size, *s.shape[1:]], "dtype": s.dtype or self.dtype}
                                for s in self.inputs]}
         named = {"gpu": self.gpu.name} if self.gpu is not None and self.device == "cuda" else {}
-        return {**size, "batch_size": self.batch_size, "dtype": self.dtype, "attn": self.attn, "device": self.device,
-                **named}
+        autocast = {"autocast": self.autocast} if self.autocast else {}
+        return {**size, "batch_size": self.batch_size, "dtype": self.dtype, **autocast, "attn": self.attn,
+                "device": self.device, **named}
 
 
 @dataclass(frozen=True)
@@ -438,7 +442,8 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
         # torch.device("meta"): factory calls that name no device make meta tensors too.
         with torch.device("meta"), tracker, torch.inference_mode(), _quiet_transformers():
             args, kwargs = make_inputs(sim.inputs, case, reference)
-            output = sim.module(*args, **kwargs)
+            with _autocast_forward(sim.module, case):  # nullcontext without --autocast
+                output = sim.module(*args, **kwargs)
             del output, args, kwargs
     except SimulationError:
         raise
@@ -448,6 +453,15 @@ def _simulate(sim: _SimModel, case: InferenceCase, reference: str) -> InferenceM
         for clear in sim.cache_clears:
             clear()
     return dataclasses.replace(tracker.measurement(), attn_implementation=sim.implementation or case.attn)
+
+
+def _autocast_forward(module: "nn.Module", case: InferenceCase):
+    """The user's `torch.autocast` around the forward (`inference_autocast.py`), or nothing."""
+    if case.autocast is None:
+        return contextlib.nullcontext()
+    from .inference_autocast import autocast_forward
+
+    return autocast_forward(module, case)
 
 
 @contextlib.contextmanager

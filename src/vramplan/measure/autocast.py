@@ -143,7 +143,7 @@ class AutocastCaster:
         import torch
 
         cacheable = (
-            target == lower and x.dtype == torch.float32 and x.requires_grad and x.is_leaf
+            target == lower and x.dtype == torch.float32 and self._requires_grad_leaf(x)
             and not x._is_view() and torch.is_autocast_cache_enabled()
         )
         if not cacheable:
@@ -154,6 +154,10 @@ class AutocastCaster:
         copy = x.to(target)
         self._cache[id(x)] = (x, copy)
         return copy
+
+    def _requires_grad_leaf(self, x) -> bool:
+        """`arg.requires_grad() && arg.is_leaf()` of `cached_cast`: a weight the caller trains or loaded."""
+        return x.requires_grad and x.is_leaf
 
     def clear_cache(self) -> None:
         """Drop the cached copies, as `torch.clear_autocast_cache()` does."""

@@ -32,6 +32,7 @@ class InferenceRequest:
     device: str = "cuda"
     input_shapes: tuple = ()  # inputs.InputShape from --input-shape: used in place of sizes and lengths
     gpu: Any = None  # plan.gpus.GpuSpec of the CUDA target; None: the default H100 SXM
+    autocast: str | None = None  # --autocast: float32 weights, the forward under torch.autocast(dtype)
 
 
 def input_kind(model: "nn.Module") -> str:
@@ -64,7 +65,8 @@ def cases_for(model: "nn.Module", request: InferenceRequest, reference: str) -> 
         default_hw = tuple(default) if isinstance(default, (list, tuple)) else (int(default), int(default))
         sizes = [dict(image_size=hw) for hw in (request.image_sizes or (default_hw,))]
     return [
-        InferenceCase(batch_size=b, dtype=d, attn=a, device=request.device, gpu=request.gpu, **size)
+        InferenceCase(batch_size=b, dtype=d, attn=a, device=request.device, gpu=request.gpu,
+                      autocast=request.autocast, **size)
         for size, b, d, a in itertools.product(sizes, request.batch_sizes, request.dtypes, request.attns)
         if case_conflict(d, a, request.device) is None
     ]

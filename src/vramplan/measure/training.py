@@ -19,7 +19,9 @@ optimizer's state tensors, once a step has made them), Activation (made in the f
 phase in which the peak happens.
 
 Mixed precision: `amp-*` keeps float32 weights and optimizer and runs the forward under
-autocast, simulated by `autocast.AutocastCaster` (autocast itself ignores meta tensors).
+autocast, simulated by `autocast.AutocastCaster` (autocast itself ignores meta tensors);
+amp-fp16 runs through torch's GradScaler. The optimizers beyond AdamW and SGD (fused AdamW,
+transformers' Adafactor, bitsandbytes' 8-bit AdamW) are in `optimizers.py`.
 
 Attention: the SDPA kernel the target would run is called explicitly (outside inference mode,
 `scaled_dot_product_attention` on meta tensors would decompose into the math path), so autograd
@@ -30,8 +32,8 @@ buffers (forward and backward), FlashAttention-2's backward dq accumulator and s
 and PyTorch's own CPU convolution's im2col buffers (checked against the CPU allocator).
 
 Known limitations:
-    - amp-fp16 (GradScaler), adamw-fused, adafactor and adamw-8bit are not simulated yet: such a
-      case fails with that reason and the others complete.
+    - adamw-8bit is modelled from bitsandbytes' source (`optimizers.AdamW8bitStates`), not run;
+      amp-fp16 assumes every step runs (GradScaler finds no inf): a step it skips allocates less.
     - CUDA memory-efficient attention's backward workspace and cuDNN convolution workspaces are
       not modelled; on CPU, oneDNN's convolution scratchpad (x86 default; a few weight-sizes per
       thread in the backward) and grouped (depthwise) convolutions' buffers are not modelled.
@@ -57,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
-from . import overheads
+from . import data_reads, optimizers, overheads
 from .activations import (
     ACTIVATION,
     BUFFER,
@@ -84,8 +86,8 @@ if TYPE_CHECKING:
 
 GRADIENT, OPTSTATE = "Gradient", "Optstate"
 TRAIN_CATEGORIES = (PARAMETER, BUFFER, GRADIENT, OPTSTATE, ACTIVATION, TEMP)
-SIMULATED_PRECISIONS = ("fp32", "amp-bf16", "bf16", "fp16")
-SIMULATED_OPTIMIZERS = ("adamw", "sgd")
+SIMULATED_PRECISIONS = ("fp32", "amp-bf16", "amp-fp16", "bf16", "fp16")
+SIMULATED_OPTIMIZERS = ("adamw", "adamw-fused", "sgd", "adafactor", "adamw-8bit")
 FREEZE = ("none", "backbone")
 PHASES = ("forward", "backward", "optimizer step")
 DEFAULT_NUM_LABELS = 1000
@@ -161,6 +163,7 @@ class TrainingMeasurement:
     trainable_parameters: int = 0  # parameters the optimizer updates
     total_parameters: int = 0
     phase_peaks: tuple[tuple[str, int], ...] = ()  # (phase, highest allocated bytes in it), second step
+    peak_step: int = 2  # the step (1 or 2) whose peak is reported
 
     def as_json(self) -> dict[str, Any]:
         """Return the entry of a model's JSON `"training"` list."""
@@ -302,12 +305,13 @@ def _simulate(model: "nn.Module", case: TrainingCase, reference: str) -> Trainin
         raise SimulationError(reference, f"could not prepare the model for training: {type(exc).__name__}: "
                                          f"{one_line(exc)[:300]}") from exc
     tracker = _TrainTracker(case)
+    tracker.reference = reference
     tracker.add_weights(trainee.module)
     for clear in trainee.cache_clears:
         clear()
     modes = _SimulationModes(case, tracker)
     try:
-        with _model_autocast(case.device), modes, warnings.catch_warnings():
+        with _model_autocast(case.device), optimizers.meta_stands_for_target(), modes, warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             optimizer = make_optimizer(trainee.module, case)
             tracker.watch_optimizer(optimizer)
@@ -494,18 +498,21 @@ def make_optimizer(module: "nn.Module", case: TrainingCase):
 
     params = [p for p in module.parameters() if p.requires_grad]
     foreach = case.device == "cuda"
+    if case.optimizer not in ("adamw", "sgd"):
+        return optimizers.make_optimizer(params, case)
     if case.optimizer == "sgd":
         return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=foreach)
     return torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
 
 
 def run_steps(trainee: Trainee, optimizer, case: TrainingCase, *, on_phase=None, steps: int = 2,
-              device=None, autocast=None) -> None:
+              device=None, autocast=None, scaler=None) -> None:
     """The loop a user writes, `steps` times; `on_phase(name, step)` is told where it is.
 
     `autocast(dtype)` returns the autocast context (default: `torch.autocast` on the CPU, for
     the real check). The batch and the loss are loop variables: the previous ones are released
-    when the next batch and loss replace them.
+    when the next batch and loss replace them. amp-fp16 runs through `scaler` (default:
+    `optimizers.grad_scaler(case)`).
     """
     import torch
 
@@ -513,6 +520,7 @@ def run_steps(trainee: Trainee, optimizer, case: TrainingCase, *, on_phase=None,
     amp = _AUTOCAST_OF.get(case.precision)
     autocast = autocast or (lambda dtype: torch.autocast("cpu", dtype=dtype))
     batch = loss = None
+    scaler = scaler or optimizers.grad_scaler(case)  # amp-fp16: scale the loss, unscale, check the gradients
     for step in range(steps):
         note("zero_grad", step)
         optimizer.zero_grad(set_to_none=True)
@@ -524,9 +532,13 @@ def run_steps(trainee: Trainee, optimizer, case: TrainingCase, *, on_phase=None,
         else:
             loss = _loss(trainee.module(**batch))
         note("backward", step)
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
         note("optimizer step", step)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         note("done", step)
     del batch, loss
 
@@ -555,6 +567,10 @@ class _TrainTracker(_Tracker):
         self._first_step: tuple | None = None
         self._grad_hooks: list = []
         self.phase_peaks: dict[str, int] = {}
+        self._serial = 0  # allocations so far; a storage's birth serial says whether it was live at the peak
+        self._born: dict[int, int] = {}
+        self._peak_serial = 0
+        self.peak_step = 1
 
     def add_weights(self, module: "nn.Module") -> None:
         super().add_weights(module)
@@ -572,6 +588,7 @@ class _TrainTracker(_Tracker):
             if step == 0:  # the second step's peak is the one to report unless the first was higher
                 self._first_step = (self.peak_total, dict(self.peak), self.peak_phase)
                 self.peak_total, self.peak = self.total, dict(self.current)
+                self._peak_serial = self._serial  # every live storage is live at this new "peak"
                 self.phase_peaks = {}
             return
         if phase in PHASES:
@@ -594,7 +611,12 @@ class _TrainTracker(_Tracker):
                     self.retag(value, OPTSTATE)
 
     def retag(self, tensor: "torch.Tensor", category: str) -> None:
-        """Move a live storage's bytes to another category (a gradient, an optimizer state)."""
+        """Move a live storage's bytes to another category (a gradient, an optimizer state).
+
+        A storage born before the peak and still live was live at the peak: the peak's
+        breakdown moves it too (the optimizer state made in the step that peaks, a gradient
+        allocated at the peak and accumulated just after).
+        """
         key = id(tensor.untyped_storage())
         entry = self._live.get(key)
         if entry is None or entry[1] == category:
@@ -604,12 +626,28 @@ class _TrainTracker(_Tracker):
         self.current[old] -= size
         self.current[category] += size
         self._live[key] = (ref, category, handle)
+        if self._born.get(key, self._peak_serial + 1) <= self._peak_serial:
+            self.peak[old] -= size
+            self.peak[category] += size
+
+    def _track(self, tensor: "torch.Tensor", category: str) -> None:
+        key = id(tensor.untyped_storage())
+        new = key not in self._live
+        super()._track(tensor, category)
+        if new:
+            self._born[key] = self._serial
+
+    def _release(self, key: int) -> None:
+        self._born.pop(key, None)
+        super()._release(key)
 
     def _alloc(self, nbytes: int, category: str) -> Any:
         before = self.peak_total
+        self._serial += 1
         handle = super()._alloc(nbytes, category)
         if self.peak_total != before:
             self.peak_phase = self.phase
+            self._peak_serial = self._serial
         if self.total > self.phase_peaks.get(self.phase, 0):
             self.phase_peaks[self.phase] = self.total
         return handle
@@ -620,6 +658,8 @@ class _TrainTracker(_Tracker):
 
         from .activations import _run_meta
 
+        if data_reads.is_scalar_read(func) and args[0].device.type == "meta":
+            return optimizers.answer_read(args[0], self.phase, self.reference)
         out = _run_meta(func, args, kwargs)
         for leaf in tree_leaves(out):
             # Host tensors (the optimizer's step counters) live in CPU memory when the target is a GPU.
@@ -654,6 +694,9 @@ class _TrainTracker(_Tracker):
     def measurement(self, trainable: int, total: int) -> TrainingMeasurement:
         if self._first_step is not None and self._first_step[0] > self.peak_total:
             self.peak_total, self.peak, self.peak_phase = self._first_step
+            self.peak_step = 1
+        elif self._first_step is not None:
+            self.peak_step = 2
         for hook in self._grad_hooks:
             hook.remove()
         extra: tuple[tuple[str, int], ...] = ()
@@ -677,6 +720,7 @@ class _TrainTracker(_Tracker):
             trainable_parameters=trainable,
             total_parameters=total,
             phase_peaks=tuple((phase, self.phase_peaks[phase]) for phase in PHASES if phase in self.phase_peaks),
+            peak_step=self.peak_step,
         )
 
 

@@ -21,11 +21,17 @@ def case_input(case: Any) -> str:
     return f"{case.seq_len} {getattr(case, 'seq_unit', None) or 'tok'}"
 
 
+def case_dtype(case: Any) -> str:
+    """The case's dtype, or `amp-bf16` / `amp-fp16` for float32 weights under --autocast."""
+    autocast = getattr(case, "autocast", None)
+    return case.dtype if not autocast else {"bfloat16": "amp-bf16", "float16": "amp-fp16"}[autocast]
+
+
 def case_label(case: Any, show_dtype: bool = False, show_attn: bool = False) -> str:
-    """A short column label for a summary table, e.g. `1024px b8`."""
+    """A short column label for a summary table, e.g. `1024px b8` (`1024px b8 amp-bf16` under --autocast)."""
     parts = [case_input(case), f"b{case.batch_size}"]
-    if show_dtype:
-        parts.append(case.dtype)
+    if show_dtype or getattr(case, "autocast", None):
+        parts.append(case_dtype(case))
     if show_attn:
         parts.append(case.attn)
     return " ".join(parts)
@@ -37,7 +43,7 @@ def inference_rows(result: ModelResult) -> list[list[str]]:
     for item in result.inference:
         case = item.case
         ran = getattr(item, "attn_implementation", "") or case.attn  # what ran: eager where sdpa is missing
-        head = [case_input(case), str(case.batch_size), case.dtype, ran]
+        head = [case_input(case), str(case.batch_size), case_dtype(case), ran]
         if isinstance(item, InferenceFailure):  # the reason follows the table, once
             rows.append(head + [ERROR_CELL, "", "", "", "", ""])
             continue

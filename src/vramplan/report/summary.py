@@ -78,7 +78,8 @@ def inference_legend(run: RunResult) -> str | None:
     request = run.inference
     legend = (
         f"Inference columns: peak memory on the card for one forward (simulated {_target(run)}, "
-        f"{', '.join(request.dtypes)}, {', '.join(request.attns)} attention), weights included"
+        f"{', '.join(request.dtypes)}{_autocast_words(request)}, {', '.join(request.attns)} attention), "
+        "weights included"
     )
     return f"{legend}\n{cuda_assumptions()}" if request.device == "cuda" else legend
 
@@ -158,6 +159,12 @@ def _peaks_by_input(run: RunResult, items_of, names: list[str], key_of) -> tuple
     return header, rows
 
 
+def _autocast_words(request) -> str:
+    """` weights under autocast bfloat16` for an --autocast sweep, else nothing."""
+    autocast = getattr(request, "autocast", None)
+    return f" weights under autocast {autocast}" if autocast else ""
+
+
 def reproduce_command(result: ModelResult, run: RunResult) -> str:
     """The vramplan command that reproduces this model's table."""
     words = ["vramplan", "estimate", *(result.cli_args or (result.reference,))]
@@ -174,6 +181,8 @@ def reproduce_command(result: ModelResult, run: RunResult) -> str:
             words += ["--input-shape", shape.text()]
         words += ["--batch-size", ",".join(map(str, request.batch_sizes)), "--dtype", ",".join(request.dtypes),
                   "--attn", ",".join(request.attns), "--device", request.device]
+        if getattr(request, "autocast", None):
+            words += ["--autocast", request.autocast]
         if request.gpu is not None and request.device == "cuda":
             words += ["--memory", request.gpu.name.removeprefix("memory-")] if request.gpu.source == "--memory" \
                 else ["--gpu", request.gpu.name]

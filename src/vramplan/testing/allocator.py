@@ -21,8 +21,15 @@ def random_weight_model(config: dict[str, Any], dtype: str, attn: str):
     return model.eval()
 
 
-def cpu_peak_above_baseline(model, inputs: dict[str, Any]) -> int:
-    """Run the forward under the profiler; return the CPU allocator's peak above its starting point."""
+def cpu_peak_above_baseline(model, inputs: dict[str, Any], autocast: str | None = None,
+                            no_grad: bool = False) -> int:
+    """Run the forward under the profiler; return the CPU allocator's peak above its starting point.
+
+    `autocast` ("bfloat16", "float16"): the forward runs under `torch.autocast("cpu", dtype)`;
+    `no_grad`: under `torch.no_grad()` instead of `torch.inference_mode()`.
+    """
+    import contextlib
+
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -30,8 +37,9 @@ def cpu_peak_above_baseline(model, inputs: dict[str, Any]) -> int:
 
     for clear in _model_caches(model):  # start as a fresh process would: nothing cached
         clear()
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        output = model(**inputs)
+    with torch.no_grad() if no_grad else torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with torch.autocast("cpu", dtype=getattr(torch, autocast)) if autocast else contextlib.nullcontext():
+            output = model(**inputs)
         del output
     events = sorted(
         (e.start_ns(), e.nbytes())

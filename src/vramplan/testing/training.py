@@ -42,6 +42,7 @@ def cpu_training_peak(model, case, reference: str = "real") -> RealTrainingPeak:
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from ..measure.activations import _model_caches
+    from ..measure.optimizers import grad_scaler
     from ..measure.training import PHASES, make_optimizer, prepare_trainee, run_steps
 
     for clear in _model_caches(model):
@@ -62,7 +63,9 @@ def cpu_training_peak(model, case, reference: str = "real") -> RealTrainingPeak:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             trainee = prepare_trainee(model, case, reference, meta=False)
             optimizer = make_optimizer(trainee.module, case)
-            run_steps(trainee, optimizer, case, steps=2, on_phase=mark)
+            # amp-fp16: at GradScaler's default scale a small model's fp16 gradients overflow and the
+            # real steps are skipped (no optimizer state); at 1.0 they run, as the simulation assumes.
+            run_steps(trainee, optimizer, case, steps=2, on_phase=mark, scaler=grad_scaler(case, init_scale=1.0))
             del trainee, optimizer
     finally:
         with warnings.catch_warnings():
