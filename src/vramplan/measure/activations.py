@@ -645,7 +645,7 @@ def _kernel_copies(case: InferenceCase, func, args: tuple, kwargs: dict) -> tupl
     if packet is aten.softmax:
         dtype = args[2] if len(args) > 2 else kwargs.get("dtype")
         return [], cpu_kernels.softmax_copies(args[0], dtype, case.device == "cuda")
-    if case.device == "cpu" and packet is aten.conv2d:
+    if case.device == "cpu" and packet in (aten.conv1d, aten.conv2d):
         conv = cpu_kernels.conv_arguments(args, kwargs)
         return cpu_kernels.conv_copies(*conv) if conv is not None else ([], [])
     return [], []

@@ -2,10 +2,13 @@
 
 Each architecture is a small config written here (random weights, built in a fraction of a
 second) and the input vramplan feeds it: `pixel_values` of the case's size for vision models,
-zero `input_ids` for text models. `compare_case` runs the real forward on the CPU under the
-profiler (`allocator.cpu_peak_above_baseline`) and vramplan's simulation of the same case
-(`--device cpu`) and returns both peaks above weights, buffers and input, the part the
-simulation predicts from the forward. `tests/test_breadth.py` runs it at two small sizes per
+zero `input_ids` for text models (and `decoder_input_ids` for encoder-decoders, as
+`measure.inputs.make_inputs` makes them), silent audio for wav2vec2 (`audio_length`: 125
+samples per unit of size) and Whisper (as many mel frames as the size, its window set to
+match). `compare_case` runs the real forward on the CPU under the profiler
+(`allocator.cpu_peak_above_baseline`) and vramplan's simulation of the same case (`--device
+cpu`) and returns both peaks above weights, buffers and input, the part the simulation predicts
+from the forward. `tests/test_breadth.py` runs it at two small sizes per
 architecture; `bench/validate_cpu.py --breadth` at larger ones for `docs/accuracy-cpu.md`.
 """
 
@@ -124,11 +127,22 @@ def is_text(name: str) -> bool:
     return name in TEXT or name in AUDIO
 
 
+def audio_length(name: str, size: int) -> int:
+    """The `--seq-len` of an audio case of this size: wav2vec2 samples (125 per unit: 8000 at 64), Whisper frames."""
+    return size * 125 if name == "wav2vec2" else size
+
+
 def case_config(name: str, size: int) -> dict[str, Any]:
-    """The architecture's config for a case of this size (vision configs carry their image size)."""
+    """The architecture's config for a case of this size (vision configs carry their image size).
+
+    Whisper's encoder takes exactly `2 * max_source_positions` frames: its config is written with
+    `max_source_positions = size // 2`, a shorter window, so that `size` frames are what it takes.
+    """
     from transformers import CONFIG_MAPPING
 
     config = dict(ARCHITECTURES[name])
+    if name == "whisper":
+        config["max_source_positions"] = size // 2
     default = CONFIG_MAPPING[config["model_type"]]().to_dict().get("image_size")
     if default is not None:
         config["image_size"] = [size, size] if isinstance(default, (list, tuple)) else size
@@ -141,19 +155,21 @@ def compare_case(name: str, size: int, batch: int, dtype: str, attn: str) -> Com
 
     from ..build import build_model
     from ..measure.activations import InferenceCase, measure_inference
+    from ..measure.inputs import plan_inputs
     from ..spec import ModelSpec
     from .allocator import cpu_peak_above_baseline
 
     config = case_config(name, size)
     real_model, ran = real_cpu_model(config, dtype, attn)
-    inputs = real_inputs(real_model, size, batch, dtype)
+    plan = plan_inputs(real_model)
+    kind = {"image_size": (size, size)} if plan.kind == "image" else {"seq_len": _length(name, size)}
+    case = InferenceCase(batch_size=batch, dtype=dtype, attn=attn, device="cpu", **kind)
+    inputs = real_inputs(real_model, size, batch, dtype) if plan.kind == "image" else _fed_inputs(plan, case, name)
     real = cpu_peak_above_baseline(real_model, inputs)
     spec = ModelSpec(reference=name, model_id=name, library="transformers", source="test", config=config)
     meta = build_model(spec)
-    kind = {"seq_len": size} if "input_ids" in inputs else {"image_size": (size, size)}
-    case = InferenceCase(batch_size=batch, dtype=dtype, attn=attn, device="cpu", **kind)
     sim = measure_inference(meta, case, reference=name)
-    input_bytes = sum(t.numel() * t.element_size() for t in inputs.values())
+    input_bytes = sum(t.numel() * t.element_size() for t in inputs.values() if isinstance(t, torch.Tensor))
     storages = {id(t.untyped_storage()): t.untyped_storage().nbytes()
                 for t in [*real_model.parameters(), *real_model.buffers()]}
     del real_model
@@ -166,6 +182,21 @@ def compare_case(name: str, size: int, batch: int, dtype: str, attn: str) -> Com
         attention=ran,
         attention_simulated=sim.attn_implementation,
     )
+
+
+def _length(name: str, size: int) -> int:
+    return audio_length(name, size) if name in AUDIO else size
+
+
+def _fed_inputs(plan, case, name: str) -> dict[str, Any]:
+    """Text and audio inputs as vramplan makes them (`make_inputs`), as real CPU tensors: zero ids, silent audio."""
+    import torch
+
+    from ..measure.inputs import make_inputs
+
+    args, inputs = make_inputs(plan, case, name)  # outside a meta device: real tensors
+    assert not args
+    return {k: v.zero_() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inputs.items()}
 
 
 def real_cpu_model(config: dict[str, Any], dtype: str, attn: str):
