@@ -24,10 +24,7 @@ EAGER = ("vit", "beit", "dinov2", "clip_vision_model", "sam_vision_model", "bert
          "modernbert")
 BFLOAT16_EAGER = ("vit", "llama", "qwen2")
 
-EXPECTED_FAILURES = {
-    ("convnext", 64, "float32", "sdpa"): "-10%: the 2x2 stride-2 downsampling conv of a permuted (LayerNorm "
-                                         "channels-first) input makes a copy oneDNN's model misses at 4x4 maps",
-}
+EXPECTED_FAILURES: dict[tuple[str, int, str, str], str] = {}
 
 
 def _cases() -> list[tuple[str, int, str, str]]:

@@ -97,3 +97,28 @@ def test_which_convolutions_take_the_slow_path():
     assert cpu_kernels.uses_onednn(big, w, [1, 2], [1, 1], 1)
     wide = torch.empty(32, 32, 5, 5, **meta)
     assert cpu_kernels.uses_onednn(torch.empty(1, 32, 8, 8, **meta), wide, [1, 1], [1, 1], 1)
+
+
+class _ChannelsLastConv(nn.Module):
+    """ConvNeXt's downsampling: a LayerNorm over channels (permuted to the last dim and back) before a conv."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(cin)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0,
+                              groups=groups, bias=False)
+
+    def forward(self, x):
+        return self.conv(self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))  # a channels-last input
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("make,shape", [
+    (lambda: _ChannelsLastConv(64, 128, 2, 2), (2, 64, 4, 4)),  # the weight made channels-last, brgemm scratch
+    (lambda: _ChannelsLastConv(16, 32, 3, 1), (2, 16, 8, 8)),
+    (lambda: _ChannelsLastConv(64, 64, 7, 1, groups=64), (2, 64, 4, 4)),  # depthwise: only the reorder
+], ids=["downsample", "3x3", "depthwise"])
+def test_channels_last_convolutions_match_the_cpu_allocator(make, shape, dtype):
+    simulated, kernel, real = _compare(make, shape, dtype)
+    assert abs(simulated - real) <= TOLERANCE * real, f"simulated {simulated} vs allocator {real} bytes"
+    assert kernel > 2 * TOLERANCE * real, f"kernel memory {kernel} is not live at the peak"
