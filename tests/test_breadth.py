@@ -19,7 +19,7 @@ SIZES = (64, 128)  # pixels (vision) or tokens (text)
 BATCH = 2
 BFLOAT16 = ("vit", "dinov3_vit", "convnext", "swin", "mobilenet_v2", "efficientnet", "resnet", "regnet",
             "mobilevit", "segformer", "sam_vision_model", "bert", "llama", "gemma2", "bart", "deberta-v2",
-            "modernbert", "gpt2_pad", "wav2vec2", "whisper")
+            "modernbert", "gpt2_pad", "wav2vec2", "whisper", "swinv2")
 EAGER = ("vit", "beit", "dinov2", "clip_vision_model", "sam_vision_model", "bert", "llama", "phi3", "opt", "bart",
          "modernbert")
 BFLOAT16_EAGER = ("vit", "llama", "qwen2")

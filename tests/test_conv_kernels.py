@@ -117,7 +117,8 @@ class _ChannelsLastConv(nn.Module):
     (lambda: _ChannelsLastConv(64, 128, 2, 2), (2, 64, 4, 4)),  # the weight made channels-last, brgemm scratch
     (lambda: _ChannelsLastConv(16, 32, 3, 1), (2, 16, 8, 8)),
     (lambda: _ChannelsLastConv(64, 64, 7, 1, groups=64), (2, 64, 4, 4)),  # depthwise: only the reorder
-], ids=["downsample", "3x3", "depthwise"])
+    (lambda: _ChannelsLastConv(384, 768, 2, 2), (1, 384, 4, 6)),  # float32: slow_conv2d, the weight made channels-last
+], ids=["downsample", "3x3", "depthwise", "one-small-image"])
 def test_channels_last_convolutions_match_the_cpu_allocator(make, shape, dtype):
     simulated, kernel, real = _compare(make, shape, dtype)
     assert abs(simulated - real) <= TOLERANCE * real, f"simulated {simulated} vs allocator {real} bytes"

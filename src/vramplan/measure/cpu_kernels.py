@@ -123,7 +123,8 @@ def uses_onednn(x, w, stride, dilation, groups: int) -> bool:
 def _slow_conv2d_held(x, w, stride, padding, dilation) -> list[int]:
     """What `slow_conv2d_forward` holds past its output (`aten/src/ATen/native/ConvolutionMM2d.cpp`).
 
-    `_convolution` passes `input.contiguous()` (a copy of a strided input), and the kernel unfolds
+    `_convolution` passes `input.contiguous()` (a copy of a strided input; a channels-last input
+    is kept, and the weight made channels-last beside it), and the kernel unfolds
     each image into `finput`, (C_in * kh * kw, out_h * out_w), unless the kernel is 1x1 with stride
     1 and no padding; both are freed when the operator returns.
     """
@@ -132,8 +133,11 @@ def _slow_conv2d_held(x, w, stride, padding, dilation) -> list[int]:
     kh, kw = w.shape[-2:]
     import torch
 
-    channels_last = x.is_contiguous(memory_format=torch.channels_last)  # slow_conv2d takes it as it is
-    held = [] if x.is_contiguous() or channels_last else [x.numel() * es]
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:  # the input as it is; the weight made channels-last too (a copy unless 1x1)
+        held = [] if w.is_contiguous(memory_format=torch.channels_last) else [w.numel() * w.element_size()]
+    else:
+        held = [] if x.is_contiguous() else [x.numel() * es]
     if (kh, kw) != (1, 1) or any(s != 1 for s in stride) or any(p != 0 for p in padding):
         ho = _conv_out(h, kh, stride[0], padding[0], dilation[0])
         wo = _conv_out(wd, kw, stride[1], padding[1], dilation[1])
