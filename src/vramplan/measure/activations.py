@@ -71,7 +71,8 @@ Tied weights are tied on the copy as `from_pretrained` ties them (`ties.py`); bo
 
 Known limitations:
     - Kernel workspaces other than those above are not modelled: cuDNN convolution workspaces
-      (their size depends on the algorithm cuDNN picks on the device; not checked on a GPU); on
+      (PyTorch takes the largest one that fits the allocator's largest free block among the plans
+      cuDNN's heuristics give for the device: no figure without a GPU, docs/accuracy.md); on
       CPU, oneDNN's float16 GEMM scratch and the flash kernel's K/V packing on AMX CPUs.
     - The simulated device has unlimited memory: near its capacity the real allocator frees
       cached segments and retries, so its reserved memory stays lower than simulated.

@@ -117,6 +117,64 @@ class Comparison:
         return (self.simulated - self.real) / self.real if self.real else 0.0
 
 
+@dataclass(frozen=True)
+class Counts:
+    """How a run of the suite went, against the issue's bar: 95% simulate, 95% of those within 2%, none 5% under."""
+
+    cases: int
+    simulated: int
+    exact: int  # to the byte
+    within_2: int
+    within_10: int
+    under_5: int  # more than 5% under the real allocator
+
+    @property
+    def unsupported(self) -> int:
+        return self.cases - self.simulated
+
+    @property
+    def meets_the_bar(self) -> bool:
+        return (self.simulated >= 0.95 * self.cases and self.within_2 >= 0.95 * self.simulated
+                and self.under_5 == 0)
+
+    def text(self) -> str:
+        return (f"{self.simulated} of {self.cases} simulate; of those {self.exact} exact to the byte, "
+                f"{self.within_2} within 2%, {self.within_10} within 10%, {self.under_5} more than 5% under; "
+                f"{self.unsupported} unsupported")
+
+
+def count(outcomes: list[tuple[int, int] | None]) -> Counts:
+    """Counts of (real, simulated) peaks, None for a case that does not simulate."""
+    done = [(real, sim) for real, sim in (o for o in outcomes if o is not None)]
+    error = [(sim - real) / real if real else 0.0 for real, sim in done]
+    return Counts(
+        cases=len(outcomes),
+        simulated=len(done),
+        exact=sum(1 for real, sim in done if real == sim),
+        within_2=sum(1 for e in error if abs(e) <= 0.02),
+        within_10=sum(1 for e in error if abs(e) <= 0.10),
+        under_5=sum(1 for e in error if e < -0.05),
+    )
+
+
+CI_SIZES = (64, 128)  # pixels (vision), tokens (text), `audio_length` units (audio)
+CI_BFLOAT16 = ("vit", "dinov3_vit", "convnext", "swin", "mobilenet_v2", "efficientnet", "resnet", "regnet",
+               "mobilevit", "segformer", "sam_vision_model", "bert", "llama", "gemma2", "bart", "deberta-v2",
+               "modernbert", "gpt2_pad", "wav2vec2", "whisper", "swinv2")
+CI_EAGER = ("vit", "beit", "dinov2", "clip_vision_model", "sam_vision_model", "bert", "llama", "phi3", "opt", "bart",
+            "modernbert")
+CI_BFLOAT16_EAGER = ("vit", "llama", "qwen2")
+
+
+def ci_cases() -> list[tuple[str, int, str, str]]:
+    """The cases `tests/test_breadth.py` runs: (architecture, size, dtype, attention)."""
+    cases = [(name, size, "float32", "sdpa") for name in ARCHITECTURES for size in CI_SIZES]
+    cases += [(name, 128, "bfloat16", "sdpa") for name in CI_BFLOAT16]
+    cases += [(name, 128, "float32", "eager") for name in CI_EAGER]
+    cases += [(name, 128, "bfloat16", "eager") for name in CI_BFLOAT16_EAGER]
+    return cases
+
+
 TEXT = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "deberta-v2", "electra", "modernbert", "gpt2",
                   "gpt2_pad", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "opt", "bart", "t5"})
 AUDIO = frozenset({"wav2vec2", "whisper"})
