@@ -21,6 +21,7 @@ import argparse
 import itertools
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -131,12 +132,22 @@ def main_breadth(write_docs: bool) -> int:
     section = render_breadth(rows, elapsed)
     print(section)
     if write_docs:
-        head = DOCS.read_text(encoding="utf-8").split("\n" + BREADTH_HEADING, 1)[0].rstrip("\n") + "\n"
-        DOCS.write_text(head + section, encoding="utf-8")
+        DOCS.write_text(replace_breadth_section(DOCS.read_text(encoding="utf-8"), section), encoding="utf-8")
         print(f"wrote {DOCS}")
     done = [r for r in rows if "error" in r]
     return 0 if all(abs(r["error"]) <= 0.02 for r in done) else 1
 BREADTH_DTYPES = ("float32", "bfloat16")
+
+
+def replace_breadth_section(text: str, section: str) -> str:
+    """The docs with the breadth section replaced; what precedes it and what follows it (the next
+    `## ` heading or `<!--` marked section, e.g. the training table) are kept."""
+    head, sep, rest = text.partition("\n" + BREADTH_HEADING)
+    if not sep:
+        return head.rstrip("\n") + "\n" + section
+    following = re.search(r"\n(## |<!--)", rest[1:])
+    tail = rest[1 + following.start():] if following else ""
+    return head.rstrip("\n") + "\n" + section + tail
 
 
 def main_breadth_ci() -> int:
