@@ -9,6 +9,7 @@ Writes docs/accuracy-cpu.md with --write-docs.
     .venv/bin/python bench/validate_cpu.py                # print the table
     .venv/bin/python bench/validate_cpu.py --write-docs   # and write docs/accuracy-cpu.md
     nice .venv/bin/python bench/validate_cpu.py --breadth --write-docs   # + the per-architecture table
+    nice .venv/bin/python bench/validate_cpu.py --breadth --ci           # the CI suite's cases and counts
 
 `--breadth` runs the breadth suite's architectures (`vramplan.testing.breadth`, the configs
 `tests/test_breadth.py` checks at 64/128) at real input sizes: 224 px for vision models, 512
