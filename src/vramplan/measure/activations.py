@@ -10,8 +10,9 @@ counted in allocator blocks, as `torch.cuda.max_memory_allocated` counts it.
 The peak is broken down with the categories of torch's MemTracker
 (`torch/distributed/_tools/mem_tracker.py`):
 
-- Parameter, Buffer: the module's weights, in the case dtype (buffers keep the dtype they were
-  built with: transformers creates RoPE frequencies and the like in float32 on purpose).
+- Parameter, Buffer: the module's weights, in the case dtype (buffers take the dtype they have
+  when built under the case dtype, as from_pretrained(dtype=) builds them: transformers creates
+  RoPE frequencies and the like in float32 on purpose, SwinV2's coordinates in the weights' dtype).
 - Activation: every tensor the forward creates, the input included (it lives through the
   forward) and the output (it outlives it).
 - Temp: memory a kernel allocates for itself, which no tensor of the forward holds:
@@ -70,7 +71,8 @@ Tied weights are tied on the copy as `from_pretrained` ties them (`ties.py`); bo
 
 Known limitations:
     - Kernel workspaces other than those above are not modelled: cuDNN convolution workspaces
-      (their size depends on the algorithm cuDNN picks on the device; not checked on a GPU); on
+      (PyTorch takes the largest one that fits the allocator's largest free block among the plans
+      cuDNN's heuristics give for the device: no figure without a GPU, docs/accuracy.md); on
       CPU, oneDNN's float16 GEMM scratch and the flash kernel's K/V packing on AMX CPUs.
     - The simulated device has unlimited memory: near its capacity the real allocator frees
       cached segments and retries, so its reserved memory stays lower than simulated.
@@ -312,6 +314,7 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
     _set_attention(sim, implementation, reference)
     dtype = getattr(torch, dtype_name)
     keep_fp32 = _fp32_patterns(model, dtype_name)
+    built_dtypes = _buffer_dtypes_built_in(model, dtype)
     # Tied parameters (one tensor in several modules) stay one tensor; the originals are kept alive
     # in the dict so that their ids stay unique while it is filled.
     recast: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
@@ -328,11 +331,38 @@ def _build_sim_model(model: "nn.Module", dtype_name: str, implementation: str, r
         stats_dtype = dtype if isinstance(module, nn.modules.batchnorm._NormBase) else None
         for name, buf in module._buffers.items():
             if buf is not None:
-                cast = stats_dtype if stats_dtype is not None and buf.is_floating_point() else buf.dtype
+                built = built_dtypes.get(f"{module_name}.{name}" if module_name else name, buf.dtype)
+                cast = stats_dtype if stats_dtype is not None and buf.is_floating_point() else built
                 module._buffers[name] = torch.empty(buf.shape, dtype=cast, device="meta")
     sim_config = getattr(sim, "config", None)
     ran = (getattr(sim_config, "_attn_implementation", None) or "eager") if sim_config is not None else ""
     return _SimModel(sim, plan_inputs(model), _model_caches(sim), ran)
+
+
+def _buffer_dtypes_built_in(model: "nn.Module", dtype) -> dict[str, Any]:
+    """The float buffers' dtypes when the model is built as from_pretrained(dtype=) builds it.
+
+    transformers builds under `dtype` as the default dtype: a buffer made in the default dtype
+    (SwinV2's `relative_coords_table`, cast "to same dtype as mlp weight") is in `dtype`, one
+    made explicitly in float32 (RoPE frequencies) stays so. The model is built again on meta in
+    `dtype` to read them; {} where nothing can differ or it cannot be built so.
+    """
+    import torch
+
+    floats = [b for b in model.buffers() if b.dtype == torch.get_default_dtype()]
+    config = getattr(model, "config", None)
+    if dtype == torch.get_default_dtype() or not floats or config is None or not hasattr(model, "_from_config"):
+        return {}
+    from accelerate import init_empty_weights
+
+    from ..build import _skip_weight_init
+
+    try:
+        with init_empty_weights(include_buffers=True), _skip_weight_init():
+            built = type(model)._from_config(copy.deepcopy(config), dtype=dtype)
+    except Exception:  # noqa: BLE001 - a model that cannot be rebuilt keeps the dtypes it was built with
+        return {}
+    return {name: b.dtype for name, b in built.named_buffers(remove_duplicate=False) if b.is_floating_point()}
 
 
 def _rebuilt_with(model: "nn.Module", implementation: str) -> "nn.Module | None":
@@ -659,7 +689,7 @@ def _kernel_copies(case: InferenceCase, func, args: tuple, kwargs: dict) -> tupl
     if packet is aten.softmax:
         dtype = args[2] if len(args) > 2 else kwargs.get("dtype")
         return [], cpu_kernels.softmax_copies(args[0], dtype, case.device == "cuda")
-    if case.device == "cpu" and packet is aten.conv2d:
+    if case.device == "cpu" and packet in (aten.conv1d, aten.conv2d):
         conv = cpu_kernels.conv_arguments(args, kwargs)
         return cpu_kernels.conv_copies(*conv) if conv is not None else ([], [])
     return [], []

@@ -1,10 +1,15 @@
-"""What kernels allocate for themselves: oneDNN convolution copies, float32 softmax, pooling indices.
+"""What kernels allocate for themselves: convolution copies (oneDNN, slow_conv2d), float32 softmax, pooling indices.
 
 Each function returns the sizes a kernel allocates beside the output the simulation already
 counts, in the order the kernel allocates them, as (transient, held): `transient` buffers are
 freed before the kernel's output is allocated, `held` ones after it. The figures were read from
 the sources named below and checked, operator by operator, against the CPU allocator's stream of
 allocations (`torch.profiler`, `profile_memory=True`) on an AVX-512 Xeon (torch 2.13 CPU build).
+
+Which convolution runs (`aten/src/ATen/native/Convolution.cpp`, `ConvParams::use_mkldnn`): float32
+convolutions of one small image with one group and a kernel not larger than 3 in both dimensions
+run PyTorch's own `slow_conv2d` (im2col into `finput`, `ConvolutionMM2d.cpp`); the rest oneDNN's.
+A 1-D convolution is run as a 2-D one of height 1 (`view1d_as_2d`) on a contiguous input.
 
 Convolution (`aten/src/ATen/native/mkldnn/Conv.cpp`, `_mkldnn_convolution`, see its note
 "MKLDNN Convolution Memory Formats"): for a contiguous (NCHW) input, oneDNN reorders the input
@@ -28,8 +33,11 @@ Known limitations:
     - Block sizes and implementations are oneDNN's choice for the CPU it runs on; the sizes are
       those of an AVX-512 machine (`torch.backends.cpu.get_cpu_capability()` picks 8-channel
       blocks on AVX2). AMX machines (bfloat16 on Sapphire Rapids) pick other kernels.
-    - The slow (non-oneDNN) path PyTorch takes for some single-image, single-thread float32
-      convolutions (im2col into `finput`) is not modelled: the oneDNN figures are used.
+    - 1-D convolutions are 2-D ones of height 1. For float32 kernels wider than 7 with padding,
+      oneDNN's choice between its direct and gemm convolution is predicted only where the direct
+      kernel's code would be too large (wav2vec2's 128-wide positional conv); elsewhere the larger
+      of the two is counted. The gemm convolution's im2col blocks are taken as the whole L2 cache
+      per thread (oneDNN's heuristic picks somewhat less): high by up to ~25% of that kernel's memory.
     - oneDNN's bfloat16 matmul scratch is modelled for `linear` (fitted on AVX-512-BF16); other
       bfloat16 GEMMs (eager attention's batched products) take none in the shapes tried.
     - Channels-last inputs are recognised by their strides; the weight reorder is counted unpadded.
@@ -41,11 +49,24 @@ _SCRATCH_PAD = 128  # oneDNN scratchpads are 128 bytes larger than their parts
 
 
 def conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int], list[int]]:
-    """(transient, held) sizes of a 2-D oneDNN convolution of a contiguous input on the CPU."""
+    """(transient, held) sizes of a 1-D or 2-D CPU convolution: oneDNN's, or PyTorch's slow one."""
     import torch
 
-    if x.dim() != 4 or w.dim() != 4 or x.dtype not in (torch.float32, torch.bfloat16):
+    if x.dtype not in (torch.float32, torch.bfloat16):
         return [], []
+    if x.dim() == 3 and w.dim() == 3:
+        return _conv1d_copies(x, w, stride, padding, dilation, groups)
+    if x.dim() != 4 or w.dim() != 4:
+        return [], []
+    if not uses_onednn(x, w, stride, dilation, groups):
+        return [], _slow_conv2d_held(x, w, stride, padding, dilation)
+    return _onednn_conv_copies(x, w, stride, padding, dilation, groups)
+
+
+def _onednn_conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int], list[int]]:
+    """(transient, held) sizes of a 2-D oneDNN convolution on the CPU."""
+    import torch
+
     es = x.element_size()
     block = _block()
     n, cin, h, wd = x.shape
@@ -55,13 +76,9 @@ def conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int]
     threads = torch.get_num_threads()
     depthwise = groups > 1 and cin_g == 1 and cout == cin
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # channels-last: oneDNN reads the input and writes the output in place; only the weight
-        # is reordered, beside the output (Conv.cpp: "input view ... weight reorder ... output view")
-        return [], [w.numel() * es]
+        return [], _channels_last_held(w, depthwise, threads)
     if groups > 1 and not depthwise and (cin_g % 8 or (cout // groups) % 8):
-        # gemm convolution: im2col of one image and group per thread; the output computed in place
-        scratch = threads * cin_g * kh * kw * out_hw * 4 + _SCRATCH_PAD
-        return [scratch], [n * cout * out_hw * es]
+        return _gemm_conv_copies(x, w, stride, padding, dilation, groups)
     transient = []
     if kh == kw == 1 and groups == 1 and (stride[0] > 1 or stride[1] > 1 or x.dtype == torch.bfloat16):
         gathered = cin * out_hw * es if (stride[0] > 1 or stride[1] > 1) else 0
@@ -79,6 +96,133 @@ def conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int]
     else:
         transient.append(_pad(cout, block) * _pad(cin_g, block) * kh * kw * es)
     return transient, [n * _pad(cout, block) * out_hw * es]
+
+
+def uses_onednn(x, w, stride, dilation, groups: int) -> bool:
+    """Whether ATen runs a 4-D CPU convolution through oneDNN (`ConvParams::use_mkldnn`).
+
+    `aten/src/ATen/native/Convolution.cpp`: bfloat16 always does (on a CPU with AVX-512 BF16 or
+    emulation, `mkldnn_bf16_device_check`); float32 does unless the convolution is small ("for some
+    case, native is faster"): one image, one group, a kernel not larger than 3 in both dimensions,
+    and at most 20480 input elements; or a 1x1 unstrided kernel run on one thread. Those go to
+    `slow_conv2d` (`ConvolutionMM2d.cpp`).
+    """
+    import torch
+
+    if x.dtype != torch.float32:
+        return True
+    n = x.shape[0]
+    kh, kw = w.shape[-2:]
+    strided, dilated = any(s != 1 for s in stride), any(d != 1 for d in dilation)
+    threads = torch.get_num_threads()
+    worth = strided or dilated or n >= 16 or kw != 1 or kh != 1 or threads > 1
+    large = groups > 1 or (kw > 3 and kh > 3) or n > 1 or x.numel() > 20480
+    return worth and large
+
+
+def _slow_conv2d_held(x, w, stride, padding, dilation) -> list[int]:
+    """What `slow_conv2d_forward` holds past its output (`aten/src/ATen/native/ConvolutionMM2d.cpp`).
+
+    `_convolution` passes `input.contiguous()` (a copy of a strided input; a channels-last input
+    is kept, and the weight made channels-last beside it), and the kernel unfolds
+    each image into `finput`, (C_in * kh * kw, out_h * out_w), unless the kernel is 1x1 with stride
+    1 and no padding; both are freed when the operator returns.
+    """
+    es = x.element_size()
+    n, cin, h, wd = x.shape
+    kh, kw = w.shape[-2:]
+    import torch
+
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:  # the input as it is; the weight made channels-last too (a copy unless 1x1)
+        held = [] if w.is_contiguous(memory_format=torch.channels_last) else [w.numel() * w.element_size()]
+    else:
+        held = [] if x.is_contiguous() else [x.numel() * es]
+    if (kh, kw) != (1, 1) or any(s != 1 for s in stride) or any(p != 0 for p in padding):
+        ho = _conv_out(h, kh, stride[0], padding[0], dilation[0])
+        wo = _conv_out(wd, kw, stride[1], padding[1], dilation[1])
+        held.append(n * cin * kh * kw * ho * wo * es)
+    return held
+
+
+def _channels_last_held(w, depthwise: bool, threads: int) -> list[int]:
+    """What a convolution of a channels-last input holds beside its output.
+
+    oneDNN reads the input and writes the output in place (Conv.cpp: "input view ... weight
+    reorder ... output view"); the weight is reordered beside the output. Except for depthwise
+    convolutions (oneDNN's `jit_uni_dw` kernel, whose (C, 1, kh, kw) weight is already
+    channels-last), `_mkldnn_convolution` first makes the weight channels-last
+    (`weight.contiguous(memory_format)`: a copy unless it is 1x1), and the brgemm convolution
+    oneDNN runs (`brg_conv_fwd`) takes a scratchpad of 4120 bytes per thread and 3968 besides
+    (measured, the same from 16 to 768 channels and 1x1 to 3x3 kernels).
+    """
+    import torch
+
+    nbytes = w.numel() * w.element_size()
+    if depthwise:
+        return [nbytes]
+    copy = [] if w.is_contiguous(memory_format=torch.channels_last) else [nbytes]
+    return copy + [3968 + 4120 * threads + _SCRATCH_PAD, nbytes]
+
+
+def _conv1d_copies(x, w, stride, padding, dilation, groups: int) -> tuple[list[int], list[int]]:
+    """A 1-D convolution runs as a 2-D one of height 1 (`Convolution.cpp`, `view1d_as_2d`).
+
+    The input is made contiguous first (a transposed (batch, length, channels) input, as audio
+    models' positional convolutions take it, is copied; the copy lives through the kernel). Kernels
+    wider than 7 with padding may leave oneDNN's direct kernel for its gemm convolution
+    (`_onednn_picks_gemm`); where that choice is not predicted, the larger of the two is counted.
+    """
+    import torch
+
+    copy = [] if x.is_contiguous() else [x.numel() * x.element_size()]
+    x4 = torch.empty((x.shape[0], x.shape[1], 1, x.shape[2]), dtype=x.dtype, device="meta")
+    w4 = torch.empty((w.shape[0], w.shape[1], 1, w.shape[2]), dtype=w.dtype, device="meta")
+    stride2, padding2, dilation2 = [1, stride[-1]], [0, padding[-1]], [1, dilation[-1]]
+    if not uses_onednn(x4, w4, stride2, dilation2, groups):
+        return [], copy + _slow_conv2d_held(x4, w4, stride2, padding2, dilation2)
+    transient, held = _onednn_conv_copies(x4, w4, stride2, padding2, dilation2, groups)
+    if w.shape[-1] > 7 and padding[-1] > 0:
+        gemm = _gemm_conv_copies(x4, w4, stride2, padding2, dilation2, groups, l2_cap=True)
+        if _onednn_picks_gemm(x.shape[-1], w.shape[-1], stride[-1], padding[-1], dilation[-1]):
+            transient, held = gemm
+        elif x.dtype == torch.float32 and sum(gemm[0]) + sum(gemm[1]) > sum(transient) + sum(held):
+            transient, held = gemm  # register blocking may still refuse the direct kernel: err high
+    return transient, copy + held
+
+
+def _onednn_picks_gemm(length: int, kernel: int, stride: int, padding: int, dilation: int) -> bool:
+    """oneDNN's direct AVX-512 kernel refuses wide kernels whose generated code would be too large.
+
+    `jit_avx512_common_conv_kernel.cpp`, `init_conf`: the unroll over output columns `ur_w` is
+    `min(l_pad, 29)` once the left padding reaches 16 (else at most 15 for one 16-channel block);
+    the code size `(1 + [l_pad > 0] + [r_pad > 0]) * kw * 16 * ur_w * 15` bytes must fit in the
+    256 KiB JIT buffer, or the primitive is unimplemented and the gemm convolution runs.
+    """
+    out = _conv_out(length, kernel, stride, padding, dilation)
+    ur_w = min(padding, 29) if padding >= 16 else min(out, 15)
+    r_pad = max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - length - padding)
+    mult = 1 + (padding > 0) + (r_pad > 0)
+    return mult * kernel * 16 * ur_w * 15 > 256 * 1024
+
+
+def _gemm_conv_copies(x, w, stride, padding, dilation, groups: int, l2_cap: bool = False) -> tuple[list[int], list[int]]:
+    """oneDNN's gemm convolution: im2col of one image and group per thread; the output computed in place.
+
+    With `l2_cap`, each thread's im2col block is taken as at most the core's L2 cache: oneDNN
+    blocks channels and output columns to fit it (`gemm_convolution_utils.cpp`, `init_conf`,
+    `calc_max_icb`); the blocks it picks are smaller (1.5-1.8 MiB of 2 MiB measured), so this errs high.
+    """
+    import torch
+
+    n, _, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
+    out_hw = _conv_out(h, kh, stride[0], padding[0], dilation[0]) * _conv_out(wd, kw, stride[1], padding[1], dilation[1])
+    per_thread = cin_g * kh * kw * out_hw * 4
+    if l2_cap:
+        per_thread = min(per_thread, _l2_bytes())
+    scratch = torch.get_num_threads() * per_thread + _SCRATCH_PAD
+    return [scratch], [n * cout * out_hw * x.element_size()]
 
 
 def softmax_copies(x, dtype, cuda: bool) -> list[int]:
@@ -153,6 +297,16 @@ def _block() -> int:
     return 16 if "AVX512" in capability else 8
 
 
+def _l2_bytes() -> int:
+    """The L2 cache of one core (Linux sysfs); 2 MiB where it cannot be read."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size", encoding="ascii") as f:
+            text = f.read().strip().upper()
+        return int(text[:-1]) * {"K": 1024, "M": 1024 * 1024}[text[-1]] if text[-1] in "KM" else int(text)
+    except (OSError, ValueError, IndexError):
+        return 2 * 1024 * 1024
+
+
 def _pad(c: int, block: int) -> int:
     return -(-c // block) * block
 
@@ -162,7 +316,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) 
 
 
 def conv_arguments(args: tuple, kwargs: dict) -> tuple | None:
-    """(input, weight, stride, padding, dilation, groups) of aten.conv2d, or None where padding is a string."""
+    """(input, weight, stride, padding, dilation, groups) of aten.conv1d or conv2d, or None where padding is "same"."""
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     values = dict(zip(names, args))
     values.update(kwargs)
