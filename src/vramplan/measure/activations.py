@@ -766,6 +766,9 @@ def _meta_key(obj: Any) -> Any:
             raise _NoKey
         return (obj.shape, obj.stride(), obj.storage_offset(), obj.dtype)
     if kind is tuple or kind is list:
+        tensor = _TENSOR_TYPE[0]
+        if obj and all(type(o) is tensor and o.is_meta for o in obj):  # the optimizer's foreach lists
+            return (kind, tuple([(o.shape, o.stride(), o.storage_offset(), o.dtype) for o in obj]))
         return (kind, tuple([_meta_key(o) for o in obj]))
     if obj is None or kind in _PLAIN_TYPES:
         return (kind, obj)
