@@ -483,7 +483,7 @@ def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channe
     device = next(module.parameters()).device
     features = known.get(_probe_key(case))
     if features is None:
-        with torch.no_grad():
+        with torch.no_grad(), _remembering_operators(device.type == "meta"):
             probe_input = torch.zeros((1, channels, *case.image_size), dtype=dtype, device=device)
             features = known[_probe_key(case)] = probe_features(call(module, probe_input), prefix).shape[-1]
     probe = LinearProbe.build(module, features, case.num_labels, prefix, call)
@@ -495,6 +495,22 @@ def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channe
 
     batch_for = functools.partial(_probe_batch, channels=channels, dtype=dtype)
     return Trainee(probe, batch_for(case), ("head.",), batch_for=batch_for)
+
+
+@contextlib.contextmanager
+def _remembering_operators(enabled: bool):
+    """Run a meta forward's operators through the operator cache the simulation shares (`_run_meta`)."""
+    if not enabled:
+        yield
+        return
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return _run_meta(func, args, kwargs or {})
+
+    with _Mode():
+        yield
 
 
 def _probe_batch(case: TrainingCase, channels: int, dtype):
