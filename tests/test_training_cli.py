@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -57,8 +58,8 @@ def test_checkpointing_lowers_activations_at_a_large_batch(run_cli, tiny):
     assert ckpt["grad_checkpointing"] and ckpt["peak_allocated_bytes"] < plain["peak_allocated_bytes"]
 
 
-@pytest.mark.parametrize("columns", ["80", "120"])
-def test_text_table_stays_within_100_columns(run_cli, tiny, monkeypatch, columns):
+@pytest.mark.parametrize("columns", ["80", "100", "120"])
+def test_text_table_stays_within_the_width_and_cuts_no_number(run_cli, tiny, monkeypatch, columns):
     monkeypatch.setenv("COLUMNS", columns)
     # The longest labels: a HEIGHTxWIDTH size, a two-digit batch, LoRA; two precisions make two tables.
     result = run_cli("estimate", tiny, "--mode", "train", "--image-size", "768x1344", "--batch-size", "1,32",
@@ -66,13 +67,19 @@ def test_text_table_stays_within_100_columns(run_cli, tiny, monkeypatch, columns
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Training peak of"))
-    table = lines[start:]
-    assert table[1].split() == ["case", "Weights", "Grads", "Optim", "Activ", "Temp", "max", "alloc", "on", "card",
-                                "peak", "in"]
-    rows = [line for line in table if not line.startswith("Training peak of")]  # titles name the model
-    assert len(rows) >= 2 * 7 and all(len(line) <= 100 for line in rows)
+    end = next(i for i, line in enumerate(lines) if line.startswith("Weights = parameters"))
+    table = lines[start:end + 3]
+    assert all(len(line) <= min(int(columns), 100) for line in table), "\n".join(table)
+    words = " ".join(table).split()
+    for header in ("case", "Weights", "Grads", "Optim", "Activ", "Temp", "max", "alloc", "on", "card", "peak", "in"):
+        assert header in words
+    # 2 tables x 6 cases x 7 sizes, each whole ("1.45 GiB", never "1.4" or "G"); at 80 columns the last
+    # columns drop to a second part that repeats the case
+    sizes = re.findall(r"(?<![\w.])\d+(?:\.\d+)? (?:B|KiB|MiB|GiB|TiB)(?!\w)", " ".join(table))
+    assert len(sizes) == 2 * 6 * 7
+    parts = sum(line.split() == ["case", *line.split()[1:]] for line in table)
+    assert parts == (4 if columns == "80" else 2)
     assert "Training using Adam" in result.out  # the seed's column stays
-    assert "GiB" in result.out or "MiB" in result.out
 
 
 def test_report_summary_csv_and_markdown(run_cli, tiny):

@@ -89,6 +89,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import sys
@@ -554,16 +555,12 @@ class _Tracker:
 
     def dispatch(self, func, args: tuple, kwargs: dict) -> Any:
         """Run one operator; allocate its new outputs and what its kernel takes for itself."""
-        import torch
-        from torch.utils._pytree import tree_leaves
-
         if data_reads.is_scalar_read(func):  # .item(), bool(t): no data on meta (data_reads.py)
             return data_reads.answer_scalar_read(args[0], self.reference)
         held = self._kernel_memory_before(func, args, kwargs)
         out = _run_meta(func, args, kwargs)
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
-                self._track(leaf, ACTIVATION)
+        for leaf in _tensor_leaves(out):
+            self._track(leaf, ACTIVATION)
         for handle in reversed(held):
             self._free(TEMP, handle)
         self._kernel_memory(func, args, kwargs, out)
@@ -695,6 +692,7 @@ def _kernel_copies(case: InferenceCase, func, args: tuple, kwargs: dict) -> tupl
     return [], []
 
 
+@functools.cache
 def _gemm_ops() -> tuple:
     """Operators that run a cuBLAS GEMM on CUDA: composites as inference mode shows them, and parts."""
     import torch
@@ -767,9 +765,25 @@ class _NoKey(Exception):
     """An argument the operator cache cannot key on."""
 
 
+_REMEMBERING = [True]
+
+
+@contextlib.contextmanager
+def operators_run_afresh():
+    """Run every operator's meta kernel, remembering nothing: the reference the remembered outputs must match."""
+    _REMEMBERING[0] = False
+    try:
+        yield
+    finally:
+        _REMEMBERING[0] = True
+
+
 def _run_meta(func, args: tuple, kwargs: dict) -> Any:
     import torch
 
+    _TENSOR_TYPE[0] = torch.Tensor
+    if not _REMEMBERING[0]:
+        return func(*args, **kwargs)
     try:
         key = (func, torch.get_default_dtype(), _meta_key(args), _meta_key(kwargs))
     except _NoKey:
@@ -778,15 +792,34 @@ def _run_meta(func, args: tuple, kwargs: dict) -> Any:
     if hit is _UNCACHEABLE:
         return func(*args, **kwargs)
     if hit is None:
+        before = _storages(args, kwargs) if func._schema.is_mutable else ()
         out = func(*args, **kwargs)
-        _OP_CACHE[key] = _describe_outputs(func, args, kwargs, out)
+        _OP_CACHE[key] = _describe_outputs(func, args, kwargs, out, (key, before))
         return out
     kind, specs = hit
-    tensors = [_rebuild(spec) for spec in specs]
+    if kind is _IN_PLACE:
+        return _in_place_result(specs, args, kwargs)
+    tensors = [None if spec is None else _rebuild(spec) for spec in specs]
     return tensors[0] if kind is None else kind(tensors)
 
 
 def _meta_key(obj: Any) -> Any:
+    kind = type(obj)
+    if kind is _TENSOR_TYPE[0]:  # the common cases first, by exact type (the same keys as below)
+        if not obj.is_meta:
+            raise _NoKey
+        return (obj.shape, obj.stride(), obj.storage_offset(), obj.dtype)
+    if kind is tuple or kind is list:
+        tensor = _TENSOR_TYPE[0]
+        if obj and all(type(o) is tensor and o.is_meta for o in obj):  # the optimizer's foreach lists
+            return (kind, tuple([(o.shape, o.stride(), o.storage_offset(), o.dtype) for o in obj]))
+        return (kind, tuple([_meta_key(o) for o in obj]))
+    if obj is None or kind in _PLAIN_TYPES:
+        return (kind, obj)
+    return _meta_key_slow(obj)
+
+
+def _meta_key_slow(obj: Any) -> Any:
     import torch
 
     if isinstance(obj, torch.Tensor):
@@ -802,26 +835,107 @@ def _meta_key(obj: Any) -> Any:
     raise _NoKey
 
 
-def _describe_outputs(func, args: tuple, kwargs: dict, out: Any) -> Any:
-    """Describe an operator's fresh tensor outputs so they can be rebuilt; _UNCACHEABLE otherwise."""
+def _tensor_leaves(out: Any) -> list:
+    """The tensors of an operator's output (a tensor, or a tuple or list of them and other values), in order."""
+    kind = type(out)
+    if kind is _TENSOR_TYPE[0]:
+        return [out]
+    if kind is tuple or kind is list:
+        if all(type(o) is _TENSOR_TYPE[0] for o in out):
+            return list(out)
+    from torch.utils._pytree import tree_leaves
+
+    return [leaf for leaf in tree_leaves(out) if isinstance(leaf, _TENSOR_TYPE[0])]
+
+
+class _NotYet:
+    """Stands for torch.Tensor until `_run_meta` has imported torch (importing vramplan does not)."""
+
+
+_TENSOR_TYPE: list[type] = [_NotYet]
+
+
+def _storages(args: tuple, kwargs: dict) -> list[int]:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+
+
+def _describe_outputs(func, args: tuple, kwargs: dict, out: Any, before: tuple = ((), ())) -> Any:
+    """Describe an operator's fresh tensor outputs so they can be rebuilt; _UNCACHEABLE otherwise.
+
+    Outputs may include None (a backward's unneeded gradients). An in-place operator is described
+    by `_describe_in_place`.
+    """
     import torch
     from torch.utils._pytree import tree_leaves
 
     schema = func._schema
-    if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
+    if schema.is_mutable:
+        return _describe_in_place(func, args, kwargs, out, *before)
+    if any(r.alias_info is not None for r in schema.returns):
         return _UNCACHEABLE
     if isinstance(out, torch.Tensor):
         kind, tensors = None, [out]
-    elif isinstance(out, (tuple, list)) and out and all(isinstance(t, torch.Tensor) for t in out):
+    elif (isinstance(out, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in out)
+          and all(t is None or isinstance(t, torch.Tensor) for t in out)):
         kind, tensors = type(out), list(out)
     else:
         return _UNCACHEABLE
+    fresh = [t for t in tensors if t is not None]
     inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-    storages = [id(t.untyped_storage()) for t in tensors]
+    storages = [id(t.untyped_storage()) for t in fresh]
     if len(set(storages)) != len(storages) or inputs.intersection(storages):
         return _UNCACHEABLE
-    specs = [(tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.untyped_storage().nbytes()) for t in tensors]
+    specs = [None if t is None else (tuple(t.shape), t.stride(), t.storage_offset(), t.dtype,
+                                     t.untyped_storage().nbytes()) for t in tensors]
     return kind, specs
+
+
+_IN_PLACE = object()
+# Mutable operators that may give a tensor another storage or change its metadata: always run.
+_STORAGE_CHANGING = ("set_", "resize_", "resize_as_", "_resize_output_", "as_strided_", "swap_", "_set_")
+
+
+def _describe_in_place(func, args: tuple, kwargs: dict, out: Any, key: tuple, storages: list[int]) -> Any:
+    """An in-place (or `out=`) operator that returned its own arguments and changed no metadata or storage.
+
+    On meta tensors such an operator only checks its arguments: with the same argument metadata
+    (the cache key) it returns the same arguments again, so the result is rebuilt from them.
+    """
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    if not key or func._schema.name.split("::")[-1].startswith(_STORAGE_CHANGING):
+        return _UNCACHEABLE
+    leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    if key[2:] != (_meta_key(args), _meta_key(kwargs)) or _storages(args, kwargs) != storages:
+        return _UNCACHEABLE  # metadata or a storage changed (a view's in-place reshape)
+    if out is None or (isinstance(out, (tuple, list)) and not out):
+        return _IN_PLACE, (type(out), ())
+    outs = [out] if isinstance(out, torch.Tensor) else list(out) if isinstance(out, (tuple, list)) else None
+    if outs is None:
+        return _UNCACHEABLE
+    positions = []
+    for tensor in outs:
+        at = next((i for i, leaf in enumerate(leaves) if leaf is tensor), None)
+        if at is None:
+            return _UNCACHEABLE
+        positions.append(at)
+    return _IN_PLACE, (None if isinstance(out, torch.Tensor) else type(out), tuple(positions))
+
+
+def _in_place_result(spec: tuple, args: tuple, kwargs: dict) -> Any:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    kind, positions = spec
+    if not positions:
+        return None if kind is type(None) else kind()
+    leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    outs = [leaves[i] for i in positions]
+    return outs[0] if kind is None else kind(outs)
 
 
 def _rebuild(spec: tuple) -> "torch.Tensor":

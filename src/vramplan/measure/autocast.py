@@ -78,6 +78,7 @@ _PROMOTE = frozenset({
     "addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "grid_sampler", "index_put",
     "tensordot", "scatter_add", "cat", "stack",
 })
+_ALL_NAMES = _LOWER_CUDA | _LOWER_CPU | _FP32_CUDA | _FP32_CPU | _FP32_SET_OPT_DTYPE_CUDA | _PROMOTE
 
 
 def policy(name: str, device: str) -> str:
@@ -100,6 +101,8 @@ class AutocastCaster:
     def __init__(self, device: str) -> None:
         self.device = device
         self._cache: dict[int, tuple[Any, Any]] = {}  # id(weight) -> (weight, its cast copy)
+        # The names with a policy on this device: any other function is never cast (most calls).
+        self.listed = frozenset(name for name in _ALL_NAMES if policy(name, device))
 
     def enabled_dtype(self) -> "torch.dtype | None":
         """The autocast dtype if the host's (CPU) autocast is on, else None."""
@@ -111,11 +114,12 @@ class AutocastCaster:
 
     def cast(self, func, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Return (args, kwargs) cast per the function's policy; unchanged when autocast is off."""
+        name = getattr(func, "__name__", "")
+        if name not in self.listed:
+            return args, kwargs
         import torch
         from torch.utils._pytree import tree_leaves, tree_map
-
         dtype = self.enabled_dtype()
-        name = getattr(func, "__name__", "")
         rule = policy(name, self.device) if dtype is not None else ""
         if not rule:
             return args, kwargs

@@ -53,9 +53,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SimulationError, UsageError, one_line
@@ -73,8 +74,10 @@ from .activations import (
     _keeps_fp32,
     _model_caches,
     _round_up,
+    _run_meta,
     _sdpa_backend,
     _set_attention,
+    _tensor_leaves,
     _Tracker,
 )
 from .autocast import AutocastCaster
@@ -199,11 +202,54 @@ def measure_training(model: "nn.Module", case: TrainingCase, *, reference: str) 
 def measure_training_sweep(
     model: "nn.Module", cases: list[TrainingCase], *, reference: str
 ) -> list[TrainingMeasurement | SimulationError]:
-    """Simulate each case; a case that cannot be simulated gives its error in place of a result."""
-    return sweep(measure_training, model, cases, reference)
+    """Simulate each case; a case that cannot be simulated gives its error in place of a result.
+
+    The trainee prepared for a case serves its other batch sizes; it is dropped when the sweep ends.
+    """
+    try:
+        return sweep(measure_training, model, cases, reference)
+    finally:
+        _TRAINEES.pop(model, None)
 
 
 _RESULTS: "weakref.WeakKeyDictionary[nn.Module, dict[TrainingCase, Any]]" = weakref.WeakKeyDictionary()
+# Per built model: prepared trainees by `_trainee_key`, and the linear probe's feature count by `_probe_key`.
+_TRAINEES: "weakref.WeakKeyDictionary[nn.Module, dict[TrainingCase, Trainee]]" = weakref.WeakKeyDictionary()
+_PROBE_FEATURES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]]" = weakref.WeakKeyDictionary()
+
+
+def _trainee_key(case: TrainingCase) -> TrainingCase:
+    """What the prepared trainee depends on: the case less its batch size (only the batch it is fed changes)."""
+    return replace(case, batch_size=1)
+
+
+def _probe_key(case: TrainingCase) -> tuple:
+    """What the probe's feature count depends on: the one-image forward's input, dtype and attention.
+
+    Not the batch, LoRA (peft adds `B(A(x))` of the base layer's output shape), freezing or checkpointing,
+    none of which changes an output shape.
+    """
+    return case.image_size, case.dtype, case.attn, case.device
+
+
+def _prepared(model: "nn.Module", case: TrainingCase, reference: str) -> Trainee:
+    """The trainee for `case`: prepared once per `_trainee_key` and fed the case's batch."""
+    trainees = _TRAINEES.setdefault(model, {})
+    key = _trainee_key(case)
+    trainee = trainees.get(key)
+    if trainee is None:
+        try:
+            with warnings.catch_warnings(), _model_autocast(case.device):  # deprecation notices are not the user's
+                warnings.simplefilter("ignore", FutureWarning)
+                trainee = prepare_trainee(model, case, reference, meta=True,
+                                          probe_features=_PROBE_FEATURES.setdefault(model, {}))
+        except SimulationError:
+            raise
+        except Exception as exc:
+            raise SimulationError(reference, f"could not prepare the model for training: {type(exc).__name__}: "
+                                             f"{one_line(exc)[:300]}") from exc
+        trainees[key] = trainee
+    return replace(trainee, make_batch=trainee.batch_for(case))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,9 +263,10 @@ class Trainee:
     """A trainable model and how to feed it: `loss = module(**batch)`."""
 
     module: "nn.Module"
-    make_batch: Any  # (batch_size) -> dict of input tensors, on the current default device
+    make_batch: Any  # (device=None) -> dict of input tensors for the case's batch
     head_names: tuple[str, ...] = ()  # parameter-name prefixes of the head (trains under --freeze backbone)
     cache_clears: tuple = field(default_factory=tuple)
+    batch_for: Any = None  # (case) -> make_batch for another batch size of the same trainee
 
 
 def task_class(model: "nn.Module") -> Any:
@@ -295,15 +342,18 @@ def _simulate(model: "nn.Module", case: TrainingCase, reference: str) -> Trainin
         raise SimulationError(reference, f"precision {case.precision} with optimizer {case.optimizer} is not simulated yet")
     if case.attn == "flash" and (case.device != "cuda" or case.dtype == "float32" and case.precision == "fp32"):
         raise SimulationError(reference, "flash attention (flash_attention_2) needs --device cuda and fp16/bf16 compute")
+    trainee = _prepared(model, case, reference)
     try:
-        with warnings.catch_warnings(), _model_autocast(case.device):  # deprecation notices are not the user's
-            warnings.simplefilter("ignore", FutureWarning)
-            trainee = prepare_trainee(model, case, reference, meta=True)
-    except SimulationError:
+        return _run_simulation(trainee, case, reference)
+    except BaseException:
+        _TRAINEES.get(model, {}).pop(_trainee_key(case), None)  # a failed run may leave hooks: never reuse it
         raise
-    except Exception as exc:
-        raise SimulationError(reference, f"could not prepare the model for training: {type(exc).__name__}: "
-                                         f"{one_line(exc)[:300]}") from exc
+    finally:
+        for param in trainee.module.parameters():
+            param.grad = None  # the reused trainee starts the next case as prepare_trainee left it
+
+
+def _run_simulation(trainee: Trainee, case: TrainingCase, reference: str) -> TrainingMeasurement:
     tracker = _TrainTracker(case)
     tracker.reference = reference
     tracker.add_weights(trainee.module)
@@ -329,10 +379,12 @@ def _simulate(model: "nn.Module", case: TrainingCase, reference: str) -> Trainin
     return tracker.measurement(trainable, sum(p.numel() for p in params))
 
 
-def prepare_trainee(model: "nn.Module", case: TrainingCase, reference: str, *, meta: bool) -> Trainee:
+def prepare_trainee(model: "nn.Module", case: TrainingCase, reference: str, *, meta: bool,
+                    probe_features: dict | None = None) -> Trainee:
     """Copy (meta) or take (real) the model, make it the trainee the case asks for, in train mode.
 
     With `meta=False` the model is a real one (the CPU check in the tests) and is changed in place.
+    `probe_features` remembers the linear probe's feature count by `_probe_key` across calls.
     """
     import torch
 
@@ -359,9 +411,11 @@ def prepare_trainee(model: "nn.Module", case: TrainingCase, reference: str, *, m
     if case.lora_rank:
         module = _add_lora(module, case, heads if is_task and not causal else ())
     if is_task:
-        trainee = Trainee(module, _task_batch(case, input_name, channels, causal), heads)
+        batch_for = functools.partial(_task_batch, input_name=input_name, channels=channels, causal=causal)
+        trainee = Trainee(module, batch_for(case), heads, batch_for=batch_for)
     else:
-        trainee = _probe(module, case, input_name, by_keyword, channels, dtype, reference)
+        trainee = _probe(module, case, input_name, by_keyword, channels, dtype, reference,
+                         {} if probe_features is None else probe_features)
     if case.freeze == "backbone":
         for name, param in trainee.module.named_parameters():
             param.requires_grad_(name.startswith(trainee.head_names))
@@ -415,8 +469,9 @@ def _task_batch(case: TrainingCase, input_name: str, channels: int, causal: bool
     return make
 
 
-def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channels: int, dtype, reference) -> Trainee:
-    """Wrap a bare backbone in the linear probe; its head is sized from a one-image forward."""
+def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channels: int, dtype, reference,
+           known: dict) -> Trainee:
+    """Wrap a bare backbone in the linear probe; its head is sized from a one-image forward (`known` by `_probe_key`)."""
     import torch
 
     if case.image_size is None:
@@ -430,9 +485,11 @@ def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channe
     prefix = 1 + int(getattr(config, "num_register_tokens", None) or getattr(module, "n_storage_tokens", 0)
                      or max(0, getattr(module, "num_prefix_tokens", 1) - 1))
     device = next(module.parameters()).device
-    with torch.no_grad():
-        probe_input = torch.zeros((1, channels, *case.image_size), dtype=dtype, device=device)
-        features = probe_features(call(module, probe_input), prefix).shape[-1]
+    features = known.get(_probe_key(case))
+    if features is None:
+        with torch.no_grad(), _remembering_operators(device.type == "meta"):
+            probe_input = torch.zeros((1, channels, *case.image_size), dtype=dtype, device=device)
+            features = known[_probe_key(case)] = probe_features(call(module, probe_input), prefix).shape[-1]
     probe = LinearProbe.build(module, features, case.num_labels, prefix, call)
     if device.type != "meta":
         probe.head.to_empty(device=device)
@@ -440,11 +497,35 @@ def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channe
         torch.nn.init.zeros_(probe.head.bias)
     probe.head.to(dtype)
 
+    batch_for = functools.partial(_probe_batch, channels=channels, dtype=dtype)
+    return Trainee(probe, batch_for(case), ("head.",), batch_for=batch_for)
+
+
+@contextlib.contextmanager
+def _remembering_operators(enabled: bool):
+    """Run a meta forward's operators through the operator cache the simulation shares (`_run_meta`)."""
+    if not enabled:
+        yield
+        return
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return _run_meta(func, args, kwargs or {})
+
+    with _Mode():
+        yield
+
+
+def _probe_batch(case: TrainingCase, channels: int, dtype):
+    """The linear probe's inputs: images and class ids."""
+    import torch
+
     def make(device=None) -> dict[str, "torch.Tensor"]:
         pixels = torch.zeros((case.batch_size, channels, *case.image_size), dtype=dtype, device=device)
         return {"pixel_values": pixels, "labels": torch.zeros(case.batch_size, dtype=torch.int64, device=device)}
 
-    return Trainee(probe, make, ("head.",))
+    return make
 
 
 def _add_lora(module: "nn.Module", case: TrainingCase, head: tuple[str, ...]) -> "nn.Module":
@@ -653,17 +734,12 @@ class _TrainTracker(_Tracker):
         return handle
 
     def dispatch(self, func, args: tuple, kwargs: dict) -> Any:
-        import torch
-        from torch.utils._pytree import tree_leaves
-
-        from .activations import _run_meta
-
         if data_reads.is_scalar_read(func) and args[0].device.type == "meta":
             return optimizers.answer_read(args[0], self.phase, self.reference)
         out = _run_meta(func, args, kwargs)
-        for leaf in tree_leaves(out):
+        for leaf in _tensor_leaves(out):
             # Host tensors (the optimizer's step counters) live in CPU memory when the target is a GPU.
-            if isinstance(leaf, torch.Tensor) and (self.allocator is None or leaf.device.type == "meta"):
+            if self.allocator is None or leaf.is_meta:
                 self._track(leaf, self.new_category)
         self._kernel_memory(func, args, kwargs)
         return out
@@ -865,6 +941,8 @@ class _FunctionMode(_function_mode_base()):  # type: ignore[misc]
     """Above autograd: autocast's casts, the SDPA kernel the target picks, meta as default device."""
 
     def __init__(self, caster: AutocastCaster, case: InferenceCase) -> None:
+        import torch
+        import torch.nn.functional as F
         from torch.utils._device import _device_constructors
 
         super().__init__()
@@ -872,12 +950,22 @@ class _FunctionMode(_function_mode_base()):  # type: ignore[misc]
         self.case = case
         self.meta_default = True
         self._constructors = _device_constructors()
+        # Functions handled below; any other one, unless autocast lists it, is called as it is.
+        self._handled = frozenset({torch.Tensor.backward, F.scaled_dot_product_attention, *self._constructors})
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        try:
+            plain = func not in self._handled and getattr(func, "__name__", "") not in self.caster.listed
+        except TypeError:  # an unhashable callable
+            plain = False
+        if plain:  # most calls (tensor attributes, views, elementwise operators): nothing to do
+            return func(*args, **(kwargs or {}))
+        return self._handle(func, args, kwargs or {})
+
+    def _handle(self, func, args: tuple, kwargs: dict):
         import torch
         import torch.nn.functional as F
 
-        kwargs = kwargs or {}
         if func is torch.Tensor.backward and len(args) == 1 and not kwargs.get("inputs"):
             # A mode is off while it handles a call: keep it on for the backward, where
             # torch.utils.checkpoint recomputes forwards that must be cast as in the forward.

@@ -8,7 +8,7 @@ from .checkpoint_text import checkpoint_lines
 from .inference import HEADERS as INFERENCE_HEADERS
 from .inference import failure_reasons, inference_rows, inference_title, overhead_note
 from .summary import inference_legend, report_title, reproduce_command, summary_cells, summary_header
-from .summary import training_legend
+from .summary import training_legend, training_summary
 
 
 def render_markdown(run: RunResult, family_title: str | None = None, *, with_summary: bool = True) -> str:
@@ -23,14 +23,22 @@ def render_markdown(run: RunResult, family_title: str | None = None, *, with_sum
             "",
             "## Summary (Total Size to load weights)",
             "",
-            *_table(summary_header(run), [summary_cells(m, run) for m in run.models]),
+            *_table(summary_header(run, training=False), [summary_cells(m, run, training=False) for m in run.models]),
             "",
             *([legend, ""] if (legend := inference_legend(run)) else []),
-            *([legend, ""] if (legend := training_legend(run)) else []),
+            *_training_summary(run),
         ]
     for model in run.models:
         parts += _model_section(model, run)
     return "\n".join(parts)
+
+
+def _training_summary(run: RunResult) -> list[str]:
+    """A row per model and (what trains, batch), a column per input size, as in the text summary."""
+    if run.training is None:
+        return []
+    header, rows = training_summary(run)
+    return ["### Peak on the card, two training steps", "", *_table(header, rows), "", training_legend(run), ""]
 
 
 def _model_section(model: ModelResult, run: RunResult) -> list[str]:
@@ -52,7 +60,7 @@ def _model_section(model: ModelResult, run: RunResult) -> list[str]:
         from .training import training_rows, training_title
 
         out += [f"{training_title(model)}:", "", *_table(list(TRAINING_HEADERS), training_rows(model)), "",
-                table_legend().replace("\n", " "), ""]
+                table_legend(), ""]
     if model.plans:
         from .multigpu import parallel_groups, parallel_notes, parallel_table, parallel_title
 

@@ -17,17 +17,18 @@ def report_title(family_title: str | None) -> str:
     return f"{prefix}VRAM Requirements (vramplan estimate)"
 
 
-def summary_header(run: RunResult) -> list[str]:
-    """Model, a column per weights dtype, a column per inference case (if any), status."""
-    return ["Model", *run.dtypes, *inference_labels(run), *training_labels(run), "status"]
+def summary_header(run: RunResult, *, training: bool = True) -> list[str]:
+    """Model, a column per weights dtype, a column per inference case (if any), per training case (unless
+    `training` is False: the training summary is then a table of its own), status."""
+    return ["Model", *run.dtypes, *inference_labels(run), *(training_labels(run) if training else ()), "status"]
 
 
-def summary_cells(result: ModelResult, run: RunResult) -> list[str]:
-    """One summary row: total size per dtype, peak on the card per inference case, then the status."""
+def summary_cells(result: ModelResult, run: RunResult, *, training: bool = True) -> list[str]:
+    """One summary row: total size per dtype, peak on the card per inference (and training) case, the status."""
     cases = ["-"] * len(inference_labels(run))
     for i, item in enumerate(result.inference[: len(cases)]):
         cases[i] = "error" if isinstance(item, InferenceFailure) else binary_bytes(item.peak_device_bytes)
-    cases += training_cells(result, run)
+    cases += training_cells(result, run) if training else []
     if result.weights is None:
         return [result.model, *("-" for _ in run.dtypes), *cases, status_text(result)]
     sizes = [format_bytes(result.weights.row(dtype).total_bytes) for dtype in run.dtypes]

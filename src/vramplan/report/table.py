@@ -46,9 +46,47 @@ def render_table(
 ) -> str:
     """An aligned table at most `width` columns wide: text columns left, `numeric` columns right.
 
-    Long cells of the first column wrap (model ids), headers wrap at spaces; other cells keep to one line
-    as long as they fit at all.
+    Long cells of the first column wrap (model ids), headers wrap at spaces; other cells keep to one
+    line. Columns that do not fit beside the others drop to a second table below (a third...), each
+    repeating the first column, so no number is ever cut.
     """
+    groups = _column_groups(header, rows, width)
+    if len(groups) == 1:
+        return _render(header, rows, width=width, title=title, numeric=numeric)
+    parts = []
+    for number, group in enumerate(groups):
+        parts.append(_render([header[i] for i in group], [[row[i] if i < len(row) else "" for i in group] for row in rows],
+                             width=width, title=title if number == 0 else None,
+                             numeric=[group.index(i) for i in numeric if i in group]))
+    return "\n".join(parts)
+
+
+_GAP = 2  # columns between two columns of a rendered table
+_FIRST_SHARE = 4  # the first column may wrap (model ids): it claims at most 1/4 of the width
+
+
+def _column_groups(header: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[list[int]]:
+    """The columns of each stacked part: the first column, then as many of the others as fit on one line."""
+
+    def needed(index: int) -> int:
+        cells = max((len(str(row[index])) for row in rows if index < len(row)), default=0)
+        words = max((len(word) for word in str(header[index]).split()), default=0)
+        return max(cells, words)
+
+    first = min(needed(0), width // _FIRST_SHARE) if header else 0
+    groups: list[list[int]] = [[0]]
+    used = first
+    for index in range(1, len(header)):
+        if used + _GAP + needed(index) > width and len(groups[-1]) > 1:
+            groups.append([0])
+            used = first
+        groups[-1].append(index)
+        used += _GAP + needed(index)
+    return groups
+
+
+def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, width: int, title: str | None,
+            numeric: Sequence[int]) -> str:
     import io
 
     from rich import box

@@ -73,7 +73,7 @@ def summary_lines(run: RunResult, width: int) -> list[str]:
     header = ["Model", *run.dtypes, "status"]
     rows = [[cells[0], *cells[1 : 1 + len(run.dtypes)], cells[-1]] for cells in (summary_cells(m, run) for m in run.models)]
     lines = [render_table(header, rows, width=width, numeric=range(1, len(header) - 1)).rstrip("\n"),
-             f"Note: {UNITS_NOTE}"]
+             *wrap_paragraphs(f"Note: {UNITS_NOTE}", width)]
     if run.inference is not None:
         inference_header, inference_rows = inference_summary(run)
         peaks = render_table(inference_header, inference_rows, width=width,
@@ -106,7 +106,7 @@ def model_details(model, width: int = 100) -> list[str]:
     from .multigpu import parallel_lines
     from .training import render_training_text
 
-    return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model, width), *render_training_text(model),
+    return [*ties, *checkpoint_lines(model.checkpoint), *inference_block(model, width), *render_training_text(model, width),
             *parallel_lines(model, width), *errors]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..results import ModelResult, TrainingFailure
 from .inference import case_input
+from .table import ERROR_CELL, render_table
 
 HEADERS = ("case", "Weights", "Grads", "Optim", "Activ", "Temp", "max alloc", "on card", "peak in")
 _PHASE = {"forward": "fwd", "backward": "bwd", "optimizer step": "step"}
@@ -54,8 +55,8 @@ def training_rows(result: ModelResult, items: list[Any] | None = None) -> list[l
     rows = []
     for item in items:
         label = training_case_label(item.case, varying)
-        if isinstance(item, TrainingFailure):
-            rows.append([label, "error: " + item.reason] + [""] * (len(HEADERS) - 2))
+        if isinstance(item, TrainingFailure):  # the reason follows the table, once (`Error:` lines)
+            rows.append([label, ERROR_CELL] + [""] * (len(HEADERS) - 2))
             continue
         rows.append([label, *(format_binary(v) for v in (
             item.parameter_bytes + item.buffer_bytes, item.gradient_bytes, item.optimizer_state_bytes,
@@ -73,8 +74,10 @@ def training_title(result: ModelResult, items: list[Any] | None = None) -> str:
     return f"Training peak of `{result.model}` (2 steps, simulated {first.device}, {', '.join(shared)})"
 
 
-def render_training_text(result: ModelResult) -> list[str]:
-    """A table per (precision, optimizer, attention), titled, then the legend, as lines within 100 columns."""
+def render_training_text(result: ModelResult, width: int = 100) -> list[str]:
+    """A table per (precision, optimizer, attention), titled, then the legend, as lines within `width` columns."""
+    import textwrap
+
     if not result.training:
         return []
     groups: dict[tuple, list[Any]] = {}
@@ -82,26 +85,14 @@ def render_training_text(result: ModelResult) -> list[str]:
         groups.setdefault((item.case.precision, item.case.optimizer, item.case.attn), []).append(item)
     lines: list[str] = []
     for items in groups.values():
-        lines += [training_title(result, items), *_aligned([list(HEADERS), *training_rows(result, items)])]
-    return lines + [training_legend()]
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    """Left-aligned case, right-aligned sizes one space apart; a failed case spells its reason."""
-    ok = [row for row in rows if not row[1].startswith("error")]
-    widths = [max(len(row[i]) for row in ok) for i in range(len(HEADERS))]
-    lines = []
-    for row in rows:
-        if row[1].startswith("error"):
-            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
-            continue
-        sizes = " ".join(c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1]))
-        lines.append(f"{row[0].ljust(widths[0])}  {sizes}  {row[-1]}".rstrip())
-    return lines
+        table = render_table(HEADERS, training_rows(result, items), width=width, title=training_title(result, items),
+                             numeric=range(1, len(HEADERS) - 1))
+        lines += table.rstrip("\n").splitlines()
+    return lines + textwrap.wrap(training_legend(), width)
 
 
 def training_legend() -> str:
-    return ("Weights = parameters + buffers; Optim = optimizer state; Temp = temporaries of the backward and\n"
+    return ("Weights = parameters + buffers; Optim = optimizer state; Temp = temporaries of the backward and "
             "the step, kernel buffers; peak in fwd, bwd or step (optimizer). \"Training using Adam\" = weights x 4.")
 
 
