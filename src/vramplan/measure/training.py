@@ -167,6 +167,7 @@ class TrainingMeasurement:
     total_parameters: int = 0
     phase_peaks: tuple[tuple[str, int], ...] = ()  # (phase, highest allocated bytes in it), second step
     peak_step: int = 2  # the step (1 or 2) whose peak is reported
+    phase_gradients: tuple[tuple[str, int], ...] = ()  # (phase, Gradient bytes at that phase's peak), second step
 
     def as_json(self) -> dict[str, Any]:
         """Return the entry of a model's JSON `"training"` list."""
@@ -648,6 +649,8 @@ class _TrainTracker(_Tracker):
         self._first_step: tuple | None = None
         self._grad_hooks: list = []
         self.phase_peaks: dict[str, int] = {}
+        self.phase_gradients: dict[str, int] = {}
+        self._phase_serial: dict[str, int] = {}  # the allocation serial at each phase's peak
         self._serial = 0  # allocations so far; a storage's birth serial says whether it was live at the peak
         self._born: dict[int, int] = {}
         self._peak_serial = 0
@@ -670,11 +673,12 @@ class _TrainTracker(_Tracker):
                 self._first_step = (self.peak_total, dict(self.peak), self.peak_phase)
                 self.peak_total, self.peak = self.total, dict(self.current)
                 self._peak_serial = self._serial  # every live storage is live at this new "peak"
-                self.phase_peaks = {}
+                self.phase_peaks, self.phase_gradients, self._phase_serial = {}, {}, {}
             return
         if phase in PHASES:
             self.phase = phase
-            self.phase_peaks[phase] = max(self.phase_peaks.get(phase, 0), self.total)
+            if self.total > self.phase_peaks.get(phase, -1):
+                self._phase_peak()
         self.new_category = ACTIVATION if phase == "forward" else TEMP
 
     def watch_optimizer(self, optimizer) -> None:
@@ -707,9 +711,14 @@ class _TrainTracker(_Tracker):
         self.current[old] -= size
         self.current[category] += size
         self._live[key] = (ref, category, handle)
-        if self._born.get(key, self._peak_serial + 1) <= self._peak_serial:
+        born = self._born.get(key)
+        if born is not None and born <= self._peak_serial:
             self.peak[old] -= size
             self.peak[category] += size
+        if GRADIENT in (old, category) and born is not None:
+            for phase, serial in self._phase_serial.items():
+                if born <= serial:
+                    self.phase_gradients[phase] += size if category == GRADIENT else -size
 
     def _track(self, tensor: "torch.Tensor", category: str) -> None:
         key = id(tensor.untyped_storage())
@@ -730,8 +739,15 @@ class _TrainTracker(_Tracker):
             self.peak_phase = self.phase
             self._peak_serial = self._serial
         if self.total > self.phase_peaks.get(self.phase, 0):
-            self.phase_peaks[self.phase] = self.total
+            self._phase_peak()
         return handle
+
+    def _phase_peak(self) -> None:
+        """The current phase's highest point so far, with the gradients live then (`retag` adds those
+        allocated by then and accumulated after)."""
+        self.phase_peaks[self.phase] = self.total
+        self.phase_gradients[self.phase] = self.current[GRADIENT]
+        self._phase_serial[self.phase] = self._serial
 
     def dispatch(self, func, args: tuple, kwargs: dict) -> Any:
         if data_reads.is_scalar_read(func) and args[0].device.type == "meta":
@@ -797,6 +813,8 @@ class _TrainTracker(_Tracker):
             total_parameters=total,
             phase_peaks=tuple((phase, self.phase_peaks[phase]) for phase in PHASES if phase in self.phase_peaks),
             peak_step=self.peak_step,
+            phase_gradients=tuple((phase, self.phase_gradients[phase]) for phase in PHASES
+                                  if phase in self.phase_gradients),
         )
 
 

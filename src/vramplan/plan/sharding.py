@@ -36,7 +36,9 @@ the per-GPU peak is the largest phase of the busiest rank.
 Known limitations:
     - Activations and temporaries are those of the single-GPU step at the per-GPU batch: every strategy
       here replicates activations (no tensor or sequence parallelism).
-    - Gradients are counted whole through backward (they accumulate as backward runs): errs high.
+    - At backward's peak, the gradients the simulation says exist then are sharded; one being made at that
+      moment (allocated, not yet accumulated) is counted whole. Without per-phase gradients (an older
+      measurement) every gradient made stays in backward's activations, unsharded: errs high.
     - Communication libraries' own buffers (NCCL channels, gloo scratch) are not counted.
     - FSDP2's all-gather input copies (one shard per unit, in the compute dtype) and DeepSpeed's
       alignment padding (a few elements per partition) are not counted.

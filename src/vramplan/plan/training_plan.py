@@ -89,20 +89,23 @@ def trainee_states(model, measurement, reference: str) -> ModelStates:
 def step_from_measurement(states: ModelStates, measurement) -> StepActivations:
     """Activations and temporaries per phase: each phase's peak less the model states held then.
 
-    At backward's peak, when it is the step's peak, the simulation says how many gradients exist: those
-    are taken out exactly, and their share sizes the FSDP2 gradient buffers. The model states are counted
-    as the plan counts them (elements x dtype), not from the simulation's categories, so a state the
-    simulation is still creating at the peak (the first step's optimizer state) is not counted twice.
+    The simulation says how many gradients exist at backward's peak: those are taken out exactly, and their
+    share sizes the FSDP2 gradient buffers. The model states are counted as the plan counts them
+    (elements x dtype), not from the simulation's categories, so a state the simulation is still creating
+    at the peak (the first step's optimizer state) is not counted twice.
     """
     phases = dict(measurement.phase_peaks)
     peak = measurement.peak_allocated_bytes
     step = step_from_phase_peaks(states, phases.get("forward", peak), phases.get("backward", peak),
                                  phases.get("optimizer step", peak))
-    if measurement.peak_phase != "backward":
-        return step
+    made = dict(measurement.phase_gradients).get("backward")
+    if made is None:  # a measurement without per-phase gradients: the peak's own, if backward is the peak
+        if measurement.peak_phase != "backward":
+            return step
+        made = measurement.gradient_bytes
     everything = states.trainable * states.weight_bytes
-    alive = min(measurement.gradient_bytes / everything, 1.0) if everything else 1.0
-    exact = max(step.backward_bytes - measurement.gradient_bytes, 0)
+    alive = min(made / everything, 1.0) if everything else 1.0
+    exact = max(step.backward_bytes - made, 0)
     return StepActivations(step.forward_bytes, exact, step.optimizer_bytes, alive, alive)
 
 
