@@ -40,6 +40,7 @@ def test_cuda_figures_say_they_are_modelled_and_cpu_ones_do_not(run_cli):
     said = " ".join(cuda.out.split())  # the note is wrapped to the terminal's width
     assert "CUDA figures are modelled from PyTorch's caching-allocator and kernel source, not measured" in said
     assert "cuBLAS workspace 32 MiB + cuBLASLt 1 MiB, CUDA context estimated at 500 MiB" in said
+    assert "cuDNN convolution workspaces not included" in said
     cpu = run_cli("estimate", "dinov3-vits16", "--mode", "inference", "--image-size", "224", "--device", "cpu")
     assert cpu.code == 0 and "not measured" not in cpu.out
 

@@ -133,5 +133,6 @@ def cuda_assumptions() -> str:
         "CUDA figures are modelled from PyTorch's caching-allocator and kernel source, not measured on a GPU: "
         f"an H100 (sm90) with default allocator settings, cuBLAS workspace {overheads.CUBLAS_WORKSPACE_BYTES // mib} MiB "
         f"+ cuBLASLt {overheads.CUBLASLT_WORKSPACE_BYTES // mib} MiB, CUDA context estimated at "
-        f"{overheads.CUDA_CONTEXT_BYTES // mib} MiB (docs/accuracy.md)"
+        f"{overheads.CUDA_CONTEXT_BYTES // mib} MiB; cuDNN convolution workspaces not included "
+        "(docs/accuracy.md)"
     )
