@@ -5,6 +5,7 @@ Not part of the default test run (it runs each mutant's tests, minutes to an hou
     python tools/mutation.py                          # measure/ and report/, 2 workers
     python tools/mutation.py --only src/vramplan/measure/overheads.py --children 1
     python tools/mutation.py --survivors              # also print each surviving mutant's diff
+    python tools/mutation.py --only src/vramplan/report/listing.py --tests tests/test_formats.py
 
 The working tree is copied (tracked and untracked-but-not-ignored files) to a scratch directory
 (`--workdir`, default /tmp/vramplan-mutation), mutmut's configuration is written into the copy's
@@ -61,8 +62,8 @@ def _copy_tree(workdir: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def _configure(workdir: Path, only: list[str], isolation: str) -> None:
-    tests = [t for t in TESTS if (workdir / t).exists()]
+def _configure(workdir: Path, only: list[str], isolation: str, candidates: list[str]) -> None:
+    tests = [t for t in candidates if (workdir / t).exists()]
     toml = workdir / "pyproject.toml"
     toml.write_text(
         toml.read_text()
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=2, help="parallel mutant runs (2)")
     parser.add_argument("--isolation", choices=("fork", "forkserver"), default="fork",
                         help="mutmut's process_isolation (fork: fastest; forkserver if fork misbehaves)")
+    parser.add_argument("--tests", nargs="+", default=TESTS,
+                        help="candidate test files (default: TESTS); fewer make the first, recording run shorter")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vramplan-mutation"))
     parser.add_argument("--reuse", action="store_true", help="score the last run in --workdir, run nothing")
     parser.add_argument("--survivors", action="store_true", help="print the diff of each survivor")
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if not args.reuse:
         _copy_tree(args.workdir)
-        _configure(args.workdir, args.only, args.isolation)
+        _configure(args.workdir, args.only, args.isolation, args.tests)
         run = ["nice", "-n", "10", *mutmut, "run", "--max-children", str(args.children)]
         subprocess.run(run, cwd=args.workdir, env=env, check=False)
     results = subprocess.run(
