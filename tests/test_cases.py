@@ -115,6 +115,9 @@ def test_skipped_combinations_name_each_conflict_and_refuse_an_empty_sweep():
         skipped_combinations(InferenceRequest(dtypes=("bfloat16",), attns=("flash",), device="cpu"))
     assert str(nothing.value) == ("nothing to simulate: --attn flash with --dtype bfloat16 --device cpu: "
                                   "flash attention (flash_attention_2) runs on CUDA only")
+    with pytest.raises(UsageError) as both:
+        skipped_combinations(InferenceRequest(dtypes=("float32", "float16"), attns=("flash",), device="cpu"))
+    assert str(both.value).count("; --attn flash with --dtype float16") == 1
 
 
 def test_parse_image_sizes():

@@ -50,14 +50,13 @@ def test_without_safetensors(tmp_path, files, expected):
     if expected is None:
         assert info is None
         return
-    assert info.where == "local" and info.unread == expected and info.parameters == 0
-    assert info.notes == ("only pickle-based weights (extra.bin, model.pt): not opened, so nothing is known of them",)
+    note = "only pickle-based weights (extra.bin, model.pt): not opened, so nothing is known of them"
+    assert info == CheckpointInfo("local", (), 0, (), 0, None, expected, (note,))
 
 
 def test_unreadable_checkpoint_keeps_the_reason():
     info = unreadable_checkpoint("hub", "HTTP 500")
-    assert (info.where, info.files, info.parameters, info.download_bytes) == ("hub", (), 0, None)
-    assert info.notes == ("checkpoint headers not read: HTTP 500",)
+    assert info == CheckpointInfo("hub", (), 0, (), 0, None, (), ("checkpoint headers not read: HTTP 500",))
 
 
 # --- how the stored checkpoint differs from the model built (explain_checkpoint) ----------------------------------
@@ -82,6 +81,8 @@ def _stored(parameters, dtypes=(("F32", 1),), notes=()):
 
 @pytest.mark.parametrize("parameters, note", [
     (51, "the checkpoint holds exactly the values of the model vramplan builds"),
+    (52, "the checkpoint stores 1 more values than the model vramplan builds: extra heads or modules (a task head, "
+         "say) that the base architecture does not include"),
     (60, "the checkpoint stores 9 more values than the model vramplan builds: extra heads or modules (a task head, "
          "say) that the base architecture does not include"),
     (47, "the checkpoint stores 4 fewer values than the model vramplan builds: tied weights (40 values shared, "
