@@ -48,6 +48,8 @@ def _meta(*shape, dtype=torch.bfloat16):
     ((1, 1, 65, 192), 1024, [65 * 4, 16 * 65 * 4, 16 * 65 * 192 * 4]),
     # head 192, 4160 keys: 65 blocks of 64, one query block; 33 and 65 are the eligible splits past 32: 65.
     ((1, 1, 64, 192), 4160, [64 * 4, 65 * 64 * 4, 65 * 64 * 192 * 4]),
+    # batch 2: as the head-80 case with twice the query blocks (8): 16 splits still.
+    ((2, 4, 64, 80), 2048, [2 * 4 * 64 * 4, 16 * 2 * 4 * 64 * 4, 16 * 2 * 4 * 64 * 96 * 4]),
     # 8 x 32 heads x 16 query blocks = 4096 >= 80% of 264: one split, the logsumexp only.
     ((8, 32, 1024, 64), 1024, [8 * 32 * 1024 * 4]),
 ])
@@ -92,3 +94,25 @@ def test_case_json_names_input_dtypes_and_the_card_of_a_cuda_case_only():
         "batch_size": 4, "dtype": "float16", "attn": "sdpa", "device": "cuda", "gpu": h200.name}
     cpu = InferenceCase(batch_size=1, dtype="float32", attn="eager", device="cpu", seq_len=16, gpu=h200)
     assert cpu.as_json() == {"seq_len": 16, "batch_size": 1, "dtype": "float32", "attn": "eager", "device": "cpu"}
+
+
+@pytest.mark.parametrize("dtype, q_len, q_split, accum", [
+    (torch.float32, 768, 256, 4), (torch.float32, 767, 64, 4), (torch.float64, 768, 256, 8),
+])
+def test_cpu_flash_attention_temps_worked_by_hand(dtype, q_len, q_split, accum):
+    """FlashAttentionKernel.cpp: q blocks of 256 from 768 queries (64 from 192), kv blocks of 512, per thread."""
+    from vramplan.measure.activations import _cpu_flash_temps
+
+    q, k = _meta(1, 2, q_len, 64, dtype=dtype), _meta(1, 2, 512, 64, dtype=dtype)
+    per_thread = q_split * 512 + 2 * q_split + q_split * 64
+    assert _cpu_flash_temps(q, k, k) == [q_len * 2 * accum, torch.get_num_threads() * per_thread * accum]
+
+
+@pytest.mark.parametrize("dtype, upcast", [(torch.float32, []), (torch.bfloat16, [240 * 4, 336 * 4, 336 * 4])])
+def test_math_attention_temps_worked_by_hand(dtype, upcast):
+    """Batch 2, 3 heads, 5 queries, 7 keys, head 8: upcast q, k, v (half types), scaled q and k, scores and
+    softmax (2 x 3 x 5 x 7 = 210 values), the boolean mask of the scores and one per row (30)."""
+    from vramplan.measure.activations import _math_temps
+
+    q, k = _meta(2, 3, 5, 8, dtype=dtype), _meta(2, 3, 7, 8, dtype=dtype)
+    assert _math_temps(q, k, k) == [*upcast, 240 * 4, 336 * 4, 210 * 4, 210 * 4, 210, 30]
