@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["src/vramplan/measure/*", "src/vramplan/report/*"]
 TESTS = [  # fast, targeted ones first
     "tests/test_allocator_replay.py",
+    "tests/test_cuda_kernel_temps.py",
+    "tests/test_cases.py",
+    "tests/test_checkpoint_listing.py",
     "tests/test_kernel_memory.py",
     "tests/test_activations.py",
     "tests/test_inference_golden.py",
