@@ -117,7 +117,7 @@ def test_pickle_only_repo_is_never_opened(hub, run_cli):
                  library_name="transformers")
     entry = run_cli("estimate", "acme/old", "--format", "json").json()["models"][0]
     assert entry["status"] == "ok"
-    assert entry["checkpoint"]["unread_files"] == ["pytorch_model.bin"]
+    assert entry["checkpoint"]["unread_files"] == ["pytorch_model.bin"] and entry["checkpoint"]["where"] == "hub"
     assert "pytorch_model.bin" not in hub.requested_files()
 
 
@@ -295,3 +295,33 @@ def test_console_script_offline_in_a_fresh_process(tmp_path):
     ok, missing = json.loads(done.stdout)["models"]
     assert ok["status"] == "ok" and ok["weights"]["float32"]["total_bytes"] == 86_386_240
     assert missing["status"] == "error" and "HF_HUB_OFFLINE=1" in missing["error"]
+
+
+# --- the checkpoint's headers: what reaching them costs and what their failure leaves --------------------------
+
+
+def test_checkpoint_headers_are_read_at_the_revision_asked_for(hub, run_cli):
+    add_bert(hub, sha="a" * 40)
+    assert run_cli("estimate", "acme/bert-tiny", "--revision", "a" * 40, "--format", "json").code == 0
+    headers = [r for r in hub.requests if r.kind == "resolve" and r.filename == "model.safetensors"]
+    assert headers and {r.revision for r in headers} == {"a" * 40}
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ({"status": 500}, "answered HTTP 500 for `acme/bert-tiny`: try again later"),
+    ({"delay_seconds": 30}, "within 1 s for `acme/bert-tiny` (no answer)"),
+])
+def test_unreadable_headers_leave_the_estimate_and_say_why(hub, run_cli, fault, reason):
+    add_bert(hub)
+    hub.add_fault(kind="resolve", path="model.safetensors", **fault)
+    start = time.monotonic()
+    result = run_cli("estimate", "acme/bert-tiny", "--format", "json", "--timeout", "1")
+    assert time.monotonic() - start < 10  # the headers' request waits no longer than --timeout
+    entry = result.json()["models"][0]
+    assert result.code == 0 and entry["status"] == "ok" and entry["weights"]
+    checkpoint = entry["checkpoint"]
+    assert {k: v for k, v in checkpoint.items() if k != "notes"} == {
+        "where": "hub", "files": [], "parameters": 0, "dtypes": {}, "stored_bytes": 0, "download_bytes": None,
+        "unread_files": []}
+    (note,) = checkpoint["notes"]
+    assert note.startswith("checkpoint headers not read: ") and reason in note

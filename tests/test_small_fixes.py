@@ -94,3 +94,21 @@ def test_tied_weights_are_one_tensor_in_the_simulation():
     values = sum(p.numel() for p in model.parameters())  # each tied tensor once
     case = InferenceCase(batch_size=1, dtype="float32", attn="sdpa", device="cpu", seq_len=16)
     assert measure_inference(model, case, reference="bert-mlm").parameter_bytes == values * 4
+
+
+PROBE = 4_000  # the linear probe the training simulation puts on a bare backbone (3 features x 1000 labels + bias)
+
+
+@pytest.mark.parametrize("keep, precision, expected", [
+    ("_keep_in_fp32_modules", "fp16", BODY * 2 + HEAD * 4), ("_keep_in_fp32_modules", "bf16", (BODY + HEAD) * 2),
+    ("_keep_in_fp32_modules_strict", "fp16", BODY * 2 + HEAD * 4),
+    ("_keep_in_fp32_modules_strict", "bf16", BODY * 2 + HEAD * 4),
+    ("_keep_in_fp32_modules", "fp32", (BODY + HEAD) * 4),
+])
+def test_training_keeps_the_modules_transformers_keeps(keep, precision, expected):
+    """Pure fp16/bf16 training starts from from_pretrained(dtype=...): the same dtype plan as inference."""
+    from vramplan.measure.training import TrainingCase, measure_training
+
+    case = TrainingCase(batch_size=1, precision=precision, device="cpu", image_size=(2, 100))
+    probe = PROBE * (4 if precision == "fp32" else 2)
+    assert measure_training(_model(**{keep: ["head"]}), case, reference="two-layers").parameter_bytes == expected + probe

@@ -5,6 +5,8 @@ Not part of the default test run (it runs each mutant's tests, minutes to an hou
     python tools/mutation.py                          # measure/ and report/, 2 workers
     python tools/mutation.py --only src/vramplan/measure/overheads.py --children 1
     python tools/mutation.py --survivors              # also print each surviving mutant's diff
+    python tools/mutation.py --only src/vramplan/report/listing.py --tests tests/test_formats.py
+    python tools/mutation.py --only src/vramplan/measure/activations.py --sample 200 --seed 13   # a random sample
 
 The working tree is copied (tracked and untracked-but-not-ignored files) to a scratch directory
 (`--workdir`, default /tmp/vramplan-mutation), mutmut's configuration is written into the copy's
@@ -18,7 +20,9 @@ as a survivor.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -30,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["src/vramplan/measure/*", "src/vramplan/report/*"]
 TESTS = [  # fast, targeted ones first
     "tests/test_allocator_replay.py",
+    "tests/test_cuda_kernel_temps.py",
+    "tests/test_cases.py",
+    "tests/test_checkpoint_listing.py",
     "tests/test_kernel_memory.py",
     "tests/test_activations.py",
     "tests/test_inference_golden.py",
@@ -61,8 +68,8 @@ def _copy_tree(workdir: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def _configure(workdir: Path, only: list[str], isolation: str) -> None:
-    tests = [t for t in TESTS if (workdir / t).exists()]
+def _configure(workdir: Path, only: list[str], isolation: str, candidates: list[str]) -> None:
+    tests = [t for t in candidates if (workdir / t).exists()]
     toml = workdir / "pyproject.toml"
     toml.write_text(
         toml.read_text()
@@ -76,6 +83,16 @@ def _configure(workdir: Path, only: list[str], isolation: str) -> None:
         + "use_git_change_detection = false\n"
         + 'also_copy = ["bench", "docs", "README.md", "constraints.txt"]\n'
     )
+
+
+def _sampled(workdir: Path, run: list[str], env: dict, size: int, seed: int) -> list[str]:
+    """Generate the mutants and record which tests reach each (a run filtered to no mutant), then draw `size`."""
+    subprocess.run([*run, "__no_mutant__"], cwd=workdir, env=env, check=False, capture_output=True)
+    names = sorted(
+        name for meta in (workdir / "mutants").rglob("*.py.meta")
+        for name in json.loads(meta.read_text())["exit_code_by_key"]
+    )
+    return sorted(random.Random(seed).sample(names, min(size, len(names))))
 
 
 def _module(mutant: str) -> str:
@@ -120,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=2, help="parallel mutant runs (2)")
     parser.add_argument("--isolation", choices=("fork", "forkserver"), default="fork",
                         help="mutmut's process_isolation (fork: fastest; forkserver if fork misbehaves)")
+    parser.add_argument("--tests", nargs="+", default=TESTS,
+                        help="candidate test files (default: TESTS); fewer make the first, recording run shorter")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="run only this many mutants drawn at random (the others are reported as unrun)")
+    parser.add_argument("--seed", type=int, default=13, help="the random draw of --sample (13)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vramplan-mutation"))
     parser.add_argument("--reuse", action="store_true", help="score the last run in --workdir, run nothing")
     parser.add_argument("--survivors", action="store_true", help="print the diff of each survivor")
@@ -128,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if not args.reuse:
         _copy_tree(args.workdir)
-        _configure(args.workdir, args.only, args.isolation)
+        _configure(args.workdir, args.only, args.isolation, args.tests)
         run = ["nice", "-n", "10", *mutmut, "run", "--max-children", str(args.children)]
-        subprocess.run(run, cwd=args.workdir, env=env, check=False)
+        picked = _sampled(args.workdir, run, env, args.sample, args.seed) if args.sample else []
+        subprocess.run([*run, *picked], cwd=args.workdir, env=env, check=False)
     results = subprocess.run(
         [*mutmut, "results", "--all", "true"], cwd=args.workdir, env=env, capture_output=True, text=True
     ).stdout

@@ -71,6 +71,7 @@ from .activations import (
     sweep,
     _cpu_flash_temps,
     _cuda_flash_temps,
+    _fp32_patterns,
     _keeps_fp32,
     _model_caches,
     _round_up,
@@ -430,7 +431,7 @@ def _recast(module: "nn.Module", dtype: "torch.dtype") -> None:
     import torch
     import torch.nn as nn
 
-    keep_fp32 = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+    keep_fp32 = _fp32_patterns(module, str(dtype).removeprefix("torch."))  # as from_pretrained(dtype=...)
     fresh_of: dict[int, nn.Parameter] = {}  # tied weights (GPT-2's lm_head and wte) stay one tensor
     for module_name, sub in module.named_modules(remove_duplicate=False):
         for name, param in sub._parameters.items():
