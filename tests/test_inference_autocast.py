@@ -60,6 +60,10 @@ def test_autocast_through_the_cli(run_cli, write_config):
     assert case["activation_bytes"] >= plain["parameter_bytes"] // 2
     md = run_cli(*args, "markdown", "--autocast", "bfloat16", "--batch-size", "1,2").out
     assert "| 224px | 1 | amp-bf16 |" in md and "--autocast bfloat16" in md
+    rows = run_cli(*args, "csv", "--autocast", "bfloat16").out.splitlines()
+    assert rows[0].endswith(",autocast") and rows[1].endswith(",bfloat16")
+    assert ",float32," in rows[1]  # the weights' dtype
+    assert "autocast" not in run_cli(*args, "csv").out.splitlines()[0]
 
 
 @pytest.mark.parametrize("args,message", [
