@@ -19,12 +19,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     with _noting_interrupts() as interrupted:
         try:
-            return _main(argv)
+            code = _main(argv)
+            if not interrupted:
+                return code
         except BaseException as exc:  # Ctrl-C anywhere, imports included: one line, no traceback
             if not (isinstance(exc, KeyboardInterrupt) or interrupted):
                 raise
-            print("vramplan: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        # Also a Ctrl-C that something swallowed (importlib's module-lock callback prints and drops it): the
+        # run still ends as interrupted, and write_atomically has left no file.
+        print("vramplan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run() -> int:
+    """The console script and `python -m vramplan`: main(), and after Ctrl-C an exit status of 130 that holds.
+
+    A Ctrl-C that lands in code a C extension runs through `PyRun_String` during its import (torch's) leaves
+    CPython's "unhandled KeyboardInterrupt" flag set even though main() handled it; at exit CPython then kills
+    the process with SIGINT (status -2), whatever sys.exit() said. Leaving with os._exit after flushing keeps
+    the one line and the 130.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+_INTERRUPTED: list[bool] = []  # an entry once Ctrl-C came, during main()
 
 
 @contextmanager
@@ -37,7 +65,8 @@ def _noting_interrupts():
     import signal
     import threading
 
-    seen: list[bool] = []
+    seen = _INTERRUPTED
+    seen.clear()
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield seen
@@ -47,11 +76,18 @@ def _noting_interrupts():
         seen.append(True)
         raise KeyboardInterrupt
 
+    def quiet_unraisable(unraisable):  # the Ctrl-C a callback swallowed: noted above, no traceback for it
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+
+    hook = sys.unraisablehook
     signal.signal(signal.SIGINT, on_interrupt)
+    sys.unraisablehook = quiet_unraisable
     try:
         yield seen
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = hook
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -65,6 +101,8 @@ def _main(argv: Sequence[str] | None) -> int:
         quiet_library_logs(args.debug)
         return args.handler(args)
     except VramplanError as exc:
+        if _INTERRUPTED:  # an error a Ctrl-C caused (an import cut short): main() says "interrupted" alone
+            raise KeyboardInterrupt from exc
         if args.debug:
             traceback.print_exc()
         print(printable(f"vramplan: error: {exc}"), file=sys.stderr)
@@ -586,6 +624,8 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        if _INTERRUPTED:  # a Ctrl-C was swallowed on the way: an interrupted run writes nothing
+            raise KeyboardInterrupt
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -647,4 +687,4 @@ def _weights_dtypes(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
