@@ -16,26 +16,14 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
-import subprocess
-import sys
-import tempfile
 import time
+
+from bench_training import run  # one fresh vramplan process, timed, with its peak RSS (same folder)
 
 STRATEGIES = "ddp,fsdp,zero2,zero3,zero3+optimizer"
 STEP = ["--precision", "amp-bf16", "--image-size", "512", "--batch-size", "4", "--format", "json"]
 PLAN = ["plan", "dinov3-vit7b16", "--gpus", "8", "--strategy", STRATEGIES, *STEP]
 ESTIMATE = ["estimate", "dinov3-vit7b16", "--mode", "train", "--gpus", "8", "--strategy", STRATEGIES, *STEP]
-
-
-def run(args: list[str]) -> tuple[float, float, int]:
-    """Run `vramplan ARGS` in a fresh process: (seconds, peak RSS in MiB of the children so far, exit code)."""
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        code = subprocess.run([sys.executable, "-m", "vramplan.cli", *args, "-o", os.path.join(out, "o")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-        seconds = time.perf_counter() - start
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, code
 
 
 def in_process() -> list[tuple[str, float]]:
