@@ -61,3 +61,13 @@ def test_inference_split_with_a_cpu_row_golden(run_cli, golden):
                      "--image-size", "64", "--batch-size", "2")
     assert result.code == 0, result.err
     golden("multigpu_split.txt", result.out)
+
+
+def test_report_train_gpus_nodes_grad_accum_golden(run_cli, golden):
+    """`report`'s summary names the flags that ask for the plans again: --gpus, --nodes, --strategy, --grad-accum."""
+    result = run_cli("report", "vit-tiny", "--mode", "train", "--gpus", "2", "--nodes", "2", "--grad-accum", "2",
+                     "--strategy", "ddp,zero2+optimizer", "--image-size", "64", "--batch-size", "2",
+                     "--format", "markdown")
+    assert result.code == 0, result.err
+    assert "--nodes 2 --strategy ddp,zero2+optimizer --grad-accum 2`" in result.out
+    golden("multigpu_report.md", result.out)
