@@ -71,3 +71,25 @@ def test_report_train_gpus_nodes_grad_accum_golden(run_cli, golden):
     assert result.code == 0, result.err
     assert "--nodes 2 --strategy ddp,zero2+optimizer --grad-accum 2`" in result.out
     golden("multigpu_report.md", result.out)
+
+
+@pytest.mark.parametrize("fmt, name", [("csv", "multigpu_train_failed.csv"), ("json", "multigpu_train_failed.json")])
+def test_a_failed_training_case_keeps_its_one_entry_golden(run_cli, golden, fmt, name):
+    """fp32 cannot run flash attention: that case fails alone, with its error, beside the two plans of sdpa."""
+    result = run_cli("estimate", "vit-tiny", "--mode", "train", "--gpus", "2", "--strategy", "ddp,zero3",
+                     "--image-size", "64", "--batch-size", "2", "--precision", "fp32", "--attn", "sdpa,flash",
+                     "--format", fmt)
+    assert result.code == 1
+    assert "flash attention" in result.out
+    golden(name, result.out)
+
+
+def test_plan_on_one_node_golden(capsys, golden):
+    """One node: the GPUs column is the count alone (`2`, not `2x1`)."""
+    from vramplan.cli import main
+
+    assert main(["plan", "vit-tiny", "--gpus", "2", "--strategy", "ddp,zero3", "--image-size", "64",
+                 "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "│ 2  │" in out
+    golden("multigpu_plan_one_node.txt", out)
