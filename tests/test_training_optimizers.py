@@ -103,6 +103,13 @@ def test_adamw_8bit_state_is_bitsandbytes_sizes():
 
 
 
+
+def test_adamw_8bit_small_states_stay_float32_with_bf16_weights():
+    """bitsandbytes keeps a parameter under 4096 elements in two float32 states whatever its dtype: with bf16
+    weights the total is the fp32 case's 644944 bytes (the 8-bit states are uint8 either way)."""
+    case = TrainingCase(batch_size=2, precision="bf16", optimizer="adamw-8bit", device="cpu", image_size=(64, 64))
+    assert measure_training(_meta(VIT_CLS), case, reference="tiny").optimizer_state_bytes == 644944
+
 def test_adamw_8bit_state_on_the_cuda_target_holds_its_quantisation_maps():
     """The same states on the CUDA target, each block rounded up to 512 bytes as the caching allocator rounds it.
 
