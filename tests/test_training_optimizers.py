@@ -102,6 +102,29 @@ def test_adamw_8bit_state_is_bitsandbytes_sizes():
     assert m.optimizer_state_bytes == 644944
 
 
+
+
+def test_adamw_8bit_small_states_stay_float32_with_bf16_weights():
+    """bitsandbytes keeps a parameter under 4096 elements in two float32 states whatever its dtype: with bf16
+    weights the total is the fp32 case's 644944 bytes (the 8-bit states are uint8 either way)."""
+    case = TrainingCase(batch_size=2, precision="bf16", optimizer="adamw-8bit", device="cpu", image_size=(64, 64))
+    assert measure_training(_meta(VIT_CLS), case, reference="tiny").optimizer_state_bytes == 644944
+
+def test_adamw_8bit_state_on_the_cuda_target_holds_its_quantisation_maps():
+    """The same states on the CUDA target, each block rounded up to 512 bytes as the caching allocator rounds it.
+
+    8-bit: patch projection 2 x 73728 + 2 x 1536 (288 absmax, 1152 B) = 150528;
+      per layer: q, k, v, out 4 * (2 x 9216 + 2 x 512) = 77824; fc1, fc2 2 * (2 x 36864 + 2 x 1024) = 151552.
+    32-bit, 2 states of 512-byte blocks: cls token 2 x 512, position embeddings 2 x 6656, patch bias 2 x 512
+      = 15360; per layer 5 biases 10 x 512 + fc1 bias 2 x 1536 + 4 norm vectors 8 x 512 = 12288;
+      final norm 4 x 512, classifier 2 x 4096 + its bias 2 x 512 = 11264.
+    Quantisation maps moved to the device: 2 x 1024 (kept on the host they would be missed, reading low).
+    Total: 150528 + 2 * (77824 + 151552 + 12288) + 15360 + 11264 + 2048 = 662528.
+    """
+    case = TrainingCase(batch_size=2, precision="fp32", optimizer="adamw-8bit", device="cuda", image_size=(64, 64))
+    m = measure_training(_meta(VIT_CLS), case, reference="tiny")
+    assert m.optimizer_state_bytes == 662528
+
 def test_cli_sweeps_the_optimizers_and_says_8bit_is_modelled(run_cli, write_config):
     import json
 
