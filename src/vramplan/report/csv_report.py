@@ -57,7 +57,7 @@ def render_inference_csv(run: RunResult) -> str:
     writer = csv.writer(out, lineterminator="\n")
     split = SPLIT_CSV_COLUMNS if any(m.splits for m in run.models) else ()  # --gpus N: the busiest card, the CPU
     # --autocast: dtype stays the weights' (float32); the compute dtype gets its own column
-    split += ("autocast",) if any(e.get("autocast") for m in run.models for e in inference_json(m)) else ()
+    split += ("autocast",) if any(item.case.autocast for m in run.models for item in m.inference) else ()
     writer.writerow(INFERENCE_COLUMNS + split)
     for model in run.models:
         if not model.inference:

@@ -74,9 +74,6 @@ def render_plans_text(results) -> str:
                  f"{format_bytes(one.peak_device_bytes)} on the card, peak in {one.peak_phase}",
                  "per GPU = max allocated of the busiest rank; on the card adds the one-GPU case's context and "
                  "allocator cache; GPUs = per node x nodes"]
-        if _gradients_unknown(one) and any(p.peak.peak_phase == "backward" for p in result.plans):
-            lines.append("a backward peak's Activation holds the gradients made by then, unsharded (the one-GPU "
-                         "peak is elsewhere, so how many is not known): errs high")
         notes = dict.fromkeys(n for p in result.plans for n in p.peak.notes)
         lines += [f"- {n}" for n in notes]
         blocks.append("\n".join(lines))
@@ -147,19 +144,11 @@ def parallel_title(result: ModelResult, case: str = "") -> str:
     return f"Training `{result.model}`{' ' + case if case else ''} on {plan.gpus} GPUs per node{nodes}, busiest rank"
 
 
-def _gradients_unknown(measurement) -> bool:
-    """Whether the simulation left unsaid how many gradients backward had made by its peak."""
-    return measurement.peak_phase != "backward" and not measurement.phase_gradients
-
-
 def parallel_notes(result: ModelResult) -> list[str]:
     """What the columns mean, then each strategy's own notes, once."""
     lines = ["per GPU = max allocated of the busiest rank (Weights + Grads + Optim + Comm + Activ); on card adds "
              "the one-GPU case's context and allocator cache; CPU/node = offloaded states of one node's GPUs; "
              "--batch-size is per GPU; derived from each one-GPU case above, as `vramplan plan` does."]
-    if any(_gradients_unknown(p.measurement) and p.peak.peak_phase == "backward" for p in result.plans):
-        lines.append("A backward peak's Activ holds the gradients made by then, unsharded (the one-GPU peak is "
-                     "elsewhere, so how many is not known): errs high.")
     return lines + list(dict.fromkeys(n for p in result.plans for n in p.peak.notes))
 
 
