@@ -157,6 +157,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no `wrote FILE` line on stderr")
 
 
+def jobs_option(p: argparse.ArgumentParser) -> None:
+    """--jobs: models measured in worker processes (vramplan.workers)."""
+    p.add_argument("--jobs", default="auto", metavar="N", type=_jobs,
+                   help="processes measuring models at once (default: auto, one per core when two or more models "
+                        "are simulated; 1: all in this process); the results are the same")
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtypes", nargs="+", default=None, type=_weights_dtype, choices=DTYPES, metavar="DTYPE",
@@ -218,6 +225,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true",
         help="allow a model's own modelling code to run (never implied)",
     )
+    jobs_option(p)
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -398,6 +406,7 @@ def _estimate(args: argparse.Namespace, references: list[str]):
             checkpoint=args.checkpoint,
             debug=args.debug,
             progress=progress,
+            jobs=args.jobs,
         )
 
 
@@ -559,6 +568,14 @@ def _split_options(args: argparse.Namespace) -> dict:
         raise UsageError(f"--gpus `{args.gpus}` must be at least 1")
     card = (targets(args) or (None,))[0]
     return {"gpus": args.gpus, "card_bytes": card.memory_bytes if card is not None else card_memory(None)}
+
+
+def _jobs(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a number of processes (1 or more) or auto, not {text!r}")
+    return int(text)
 
 
 def _positive_float(text: str) -> float:

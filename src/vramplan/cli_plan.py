@@ -115,8 +115,9 @@ def add_fit(sub) -> None:
     p.add_argument("--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true")
     p.add_argument("--format", choices=("table", "markdown", "json", "html"), default="table")
     p.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the charts with matplotlib")
-    from .cli import _common
+    from .cli import _common, jobs_option
 
+    jobs_option(p)
     _common(p)  # --debug, -o (- is stdout), -q
     p.set_defaults(handler=run_fit)
 
@@ -133,7 +134,8 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.mode == "train":
         raise UsageError("--mode train needs the training simulation (issue 9), which this build does not have yet")
     run = estimate(args.models, fit=request, library=args.library, trust_remote_code=args.trust_remote_code,
-                   revision=args.revision, timeout=args.timeout, checkpoint=False, debug=args.debug)
+                   revision=args.revision, timeout=args.timeout, checkpoint=False, debug=args.debug,
+                   jobs=args.jobs)
     titles = {family_title(r) for r in args.models}
     title = titles.pop() if len(titles) == 1 else None
     return _render(run, args, {

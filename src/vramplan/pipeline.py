@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import traceback
@@ -17,6 +18,7 @@ from .progress import RunProgress
 from .results import InferenceFailure, ModelResult, RunResult, TrainingFailure
 from .sources import expand_references, resolve_model
 from .spec import DeferredSpec, ModelSpec, SourceOptions
+from .workers import measure_each, resolve_jobs
 
 
 def estimate(
@@ -36,6 +38,7 @@ def estimate(
     fit=None,
     training=None,
     parallel: Iterable = (),
+    jobs: int | str = 1,
 ) -> RunResult:
     """Estimate the memory each model needs to load, as `accelerate estimate-memory` would, and to run.
 
@@ -58,6 +61,8 @@ def estimate(
         card_bytes: memory of one card for the split (default: an H100's).
         debug: print the traceback of each failed model and each failed inference case to stderr.
         progress: told as each model and inference case starts (vramplan.progress; the CLI's bar).
+        jobs: processes measuring models at once (vramplan.workers): a number, or "auto" for one per core
+            when two or more models are simulated. The results are the same, in the same order.
 
     Returns:
         A RunResult with one ModelResult per model; a model that fails has status "error"
@@ -69,12 +74,17 @@ def estimate(
     progress = progress or RunProgress()
     expanded = expand_references(references)
     parallel = tuple(parallel)
-    results = []
-    for index, reference in enumerate(expanded):
-        progress.start_model(index, len(expanded), _reference_name(reference))
-        results.append(_estimate_one(reference, dtypes, options, checkpoint=checkpoint, inference=inference,
-                                     debug=debug, progress=progress, fit=fit, training=training,
-                                     split=(gpus, card_bytes) if gpus else None, parallel=parallel))
+    work = functools.partial(_estimate_one, dtypes=dtypes, options=options, checkpoint=checkpoint,
+                             inference=inference, debug=debug, fit=fit, training=training,
+                             split=(gpus, card_bytes) if gpus else None, parallel=parallel)
+    jobs = resolve_jobs(jobs, len(expanded), simulates=any(r is not None for r in (inference, fit, training)))
+    names = [_reference_name(reference) for reference in expanded]
+
+    def started(completed: int, index: int | None) -> None:  # the model this process measures now
+        waiting = f"waiting for {jobs - 1} worker process{'es' if jobs > 2 else ''}"
+        progress.start_model(completed, len(expanded), waiting if index is None else names[index])
+
+    results = measure_each(work, expanded, jobs, started, debug=debug, progress=progress)
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
                      fit=fit, training=training, parallel=parallel)
 
@@ -202,7 +212,7 @@ def read_checkpoint(spec: ModelSpec, model, weights, timeout: float):
     return explain_checkpoint(found, model, weights, spec.config) if found else None
 
 
-def _estimate_one(reference: str | ModelSpec | DeferredSpec, dtypes: tuple[str, ...], options: SourceOptions, *, checkpoint: bool,
+def _estimate_one(reference: str | ModelSpec | DeferredSpec, *, dtypes: tuple[str, ...], options: SourceOptions, checkpoint: bool,
                   inference: InferenceRequest | None, debug: bool, progress: RunProgress | None = None,
                   fit=None, training=None, split=None, parallel: tuple = ()) -> ModelResult:
     spec = reference if isinstance(reference, ModelSpec) else None

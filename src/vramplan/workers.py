@@ -1,0 +1,263 @@
+"""Several models measured at once, one per worker process: a long sweep uses every core.
+
+A simulation is Python-bound (the meta kernels allocate nothing and compute nothing), so one process uses
+one core; a `report --mode train` of twelve backbones spends minutes there. `measure_each` hands each
+model to a pool of fresh (spawned) processes and returns the results in the order asked, exactly what the
+serial loop returns: each model is measured from its reference alone, and nothing a model leaves in a
+process (build caches, operator caches) changes another model's figures (tests/test_workers.py compares
+the JSON of both ways).
+
+Known limitations:
+- A worker is a fresh interpreter: it imports torch and transformers again (about 2 to 3 s of CPU each),
+  so `auto` uses workers only for sweeps that simulate (inference, training, fit) over two or more models.
+- What the parent process changed in memory (a monkeypatched library, a token set in code rather than in
+  the environment) is not seen by a worker; the environment is.
+- A reference that cannot cross to another process (a factory made in code, a lambda) is measured in this
+  process, as is a model whose worker died or whose result could not come back: never lost, only slower.
+- The progress bar moves per model (in the order asked), not per case.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .errors import UsageError
+
+T = TypeVar("T")
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_jobs(jobs: int | str | None, models: int, *, simulates: bool) -> int:
+    """How many processes measure `models` models: `jobs`, or for "auto"/None the cores when it pays.
+
+    "auto" (the CLI's default) is one process unless two or more models are simulated (a weights-only
+    report is done in less time than a worker takes to import torch).
+    """
+    if jobs in (None, "auto"):
+        return max(1, min(cores(), models)) if simulates and models > 1 else 1
+    if isinstance(jobs, str):
+        if not jobs.isdigit():
+            raise UsageError(f"--jobs takes a whole number of processes or auto, got {jobs!r}")
+        jobs = int(jobs)
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    return max(1, min(jobs, models))
+
+
+def measure_each(work: Callable[..., T], items: Sequence[Any], jobs: int,
+                 started: Callable[[int, int | None], None] = lambda completed, index: None,
+                 debug: bool = False, here_too: bool = True, **here: Any) -> list[T]:
+    """`[work(item) for item in items]`, by this process and `jobs - 1` spawned workers, in the order of `items`.
+
+    This process measures too, from the start (a worker first spends seconds importing torch), taking the
+    next model whenever it is free, as each worker does; `here` are extra keyword arguments for the models
+    measured in this process (the progress bar's per-case updates). With `here_too=False` this process
+    measures only what cannot cross to a worker, while there are workers (tests: the others go to one).
+    `started(completed, index)` is called in this process as it starts model `index` (None: it waits for
+    the workers) with `completed` done.
+    `work` must be a module-level function (or a functools.partial of one) that does not raise for a
+    bad item (the pipeline's per-model work turns every failure into an error result).
+    """
+    board = _Board(items, here_too)
+    workers = _start_workers(work, jobs - 1, board, debug) if jobs > 1 and len(items) > 1 and _can_cross(work) else []
+    if not workers:
+        board.no_workers()
+    try:
+        while (index := board.next_for_here()) is not None:
+            started(board.completed, index)
+            board.finish(index, work(items[index], **here))
+            if board.waiting():
+                started(board.completed, None)
+        return board.results()
+    finally:  # done (a worker may still be importing), or Ctrl-C: none outlives the run or prints a traceback
+        for process, connection in workers:
+            process.kill()
+            connection.close()
+        for process, _ in workers:
+            process.wait()
+
+
+class _Board:
+    """Which models are measured, where, and their results; shared by this process and the feeding thread."""
+
+    def __init__(self, items: Sequence[Any], here_too: bool = True) -> None:
+        import threading
+
+        self.items = items
+        self.crossing = [_can_cross(item) for item in items]
+        self._pending = list(range(len(items)))
+        self._results: dict[int, Any] = {}
+        self._changed = threading.Condition()
+        self._here_too = here_too
+
+    @property
+    def completed(self) -> int:
+        return len(self._results)
+
+    def all_done(self) -> bool:
+        return len(self._results) == len(self.items)
+
+    def waiting(self) -> bool:
+        with self._changed:
+            return not self._pending and not self.all_done()
+
+    def next_for_here(self) -> int | None:
+        """The next model for this process; None once every model is done (waits while workers measure)."""
+        with self._changed:
+            while self._mine() is None and not self.all_done():
+                self._changed.wait()
+            index = self._mine()
+            if index is not None:
+                self._pending.remove(index)
+            return index
+
+    def _mine(self) -> int | None:
+        return next((i for i in self._pending if self._here_too or not self.crossing[i]), None)
+
+    def next_for_worker(self) -> int | None:
+        with self._changed:
+            index = next((i for i in self._pending if self.crossing[i]), None)
+            if index is not None:
+                self._pending.remove(index)
+            return index
+
+    def finish(self, index: int, result: Any) -> None:
+        with self._changed:
+            self._results[index] = result
+            self._changed.notify_all()
+
+    def give_back(self, index: int) -> None:
+        """A worker died or its result could not come back: this process measures the model."""
+        with self._changed:
+            self.crossing[index] = False
+            self._pending.insert(0, index)
+            self._changed.notify_all()
+
+    def no_workers(self) -> None:
+        """Every worker has ended: this process measures whatever is left."""
+        with self._changed:
+            self._here_too = True
+            self._changed.notify_all()
+
+    def results(self) -> list[Any]:
+        return [self._results[i] for i in range(len(self.items))]
+
+
+def _start_workers(work: Callable[..., Any], count: int, board: _Board, debug: bool) -> list:
+    """`count` fresh interpreters, each with a socket to this process, fed by one thread.
+
+    Not multiprocessing's spawn: that runs the caller's main script again in the child (an unguarded script
+    would start workers of its own). A worker is in a session of its own, so a Ctrl-C at the terminal reaches
+    only this process, which kills the workers; one whose parent died sees its socket close and exits.
+    """
+    import socket
+    import subprocess
+    import threading
+    from multiprocessing.connection import Connection
+
+    path = os.pathsep.join(p for p in sys.path if p)  # the same vramplan and libraries as here
+    environment = dict(os.environ, PYTHONPATH=path)
+    workers = []
+    for _ in range(count):
+        here, there = socket.socketpair()
+        command = [sys.executable, "-c", "from vramplan.workers import serve; serve()", str(there.fileno()),
+                   str(max(1, cores() // (count + 1))), "debug" if debug else "quiet"]
+        process = subprocess.Popen(command, pass_fds=(there.fileno(),), env=environment, stdin=subprocess.DEVNULL,
+                                   stdout=2, start_new_session=True)  # a model's prints: stderr, as here
+        there.close()
+        connection = Connection(here.detach())
+        connection.send(work)
+        workers.append((process, connection))
+    threading.Thread(target=_feed, args=(board, [c for _, c in workers]), daemon=True).start()
+    return workers
+
+
+def _feed(board: _Board, connections: list) -> None:
+    """Give each worker the next model whenever it is ready; collect what comes back. Ends when the workers
+    have nothing left or the run is over (the connections closed); then this process measures what is left."""
+    from multiprocessing.connection import wait
+
+    busy: dict[Any, int | None] = {c: None for c in connections}
+    try:
+        while busy:
+            for connection in wait(list(busy)):
+                _answer(board, connection, busy)
+    except (OSError, ValueError):  # the run is over (done, or Ctrl-C): the connections are closed
+        pass
+    finally:
+        for lost in (i for i in busy.values() if i is not None):
+            board.give_back(lost)
+        board.no_workers()
+
+
+def _answer(board: _Board, connection, busy: dict) -> None:
+    """Take one message of a worker and send it the next model (or None: nothing left)."""
+    try:
+        kind, index, result = connection.recv()
+    except EOFError:  # the worker died (killed, out of memory) or could not start
+        if (lost := busy.pop(connection)) is not None:
+            board.give_back(lost)
+        return
+    if kind == "done":
+        board.finish(index, result)
+    elif kind == "lost":
+        board.give_back(index)
+    following = busy[connection] = board.next_for_worker()
+    connection.send(None if following is None else (following, board.items[following]))
+    if following is None:
+        busy.pop(connection)
+
+
+def serve() -> None:
+    """A worker (`python -c ... FD THREADS debug|quiet`): import once, then measure each model it is sent.
+
+    Whatever goes wrong here ends the worker quietly (with --debug, its traceback): the main process then
+    measures the model it had sent, and any left, itself.
+    """
+    from multiprocessing.connection import Connection
+
+    connection, debug = Connection(int(sys.argv[1])), sys.argv[3] == "debug"
+    try:
+        from .cli import preload_libraries, quiet_library_logs
+
+        preload_libraries()
+        quiet_library_logs(debug)
+        import torch
+
+        torch.set_num_threads(int(sys.argv[2]))
+        work = connection.recv()
+        connection.send(("ready", None, None))
+        while (message := connection.recv()) is not None:
+            index, item = message
+            result = work(item)
+            try:
+                connection.send(("done", index, result))
+            except (pickle.PicklingError, TypeError, AttributeError):  # cannot be pickled: measured again there
+                connection.send(("lost", index, None))
+    except (EOFError, OSError):  # the main process is gone, or has what it needs
+        pass
+    except BaseException:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.exit(1)
+
+
+def _can_cross(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # a lambda, a local class, an open handle: many kinds of exception
+        return False
+    return True
