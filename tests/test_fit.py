@@ -120,7 +120,7 @@ def test_max_image_size(run_cli):
 
 def test_train_mode_and_bad_flags_are_one_line(run_cli):
     train = run_cli("fit", "dinov3-vits16", "--mode", "train")
-    assert train.code == 2 and "--mode train needs the training simulation" in train.err
+    assert train.code == 2 and "fit searches inference batches only" in train.err
     assert run_cli("fit", "dinov3-vits16", "--headroom", "120").code == 2
     assert run_cli("fit", "dinov3-vits16", "--batch-size", "4").code == 2
     bf16 = run_cli("fit", "dinov3-vits16", "--gpu", "v100-16gb", "--dtype", "bfloat16")

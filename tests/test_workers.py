@@ -113,3 +113,32 @@ def test_cli_jobs_2_and_jobs_1_print_the_same_report(write_config, tmp_path):
         assert done.returncode == 0 and done.stderr == "", done.stderr
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1] and "m2" in outputs[0]
+
+
+def test_models_that_build_the_same_module_go_to_one_process():
+    items = ["a1", "b1", "a2", "c", "b2", "a3"]
+    together = [item[0] if item != "c" else None for item in items]
+    results = measure_each(where, items, jobs=3, here_too=False, together=together)
+    pid = {item: p for item, p in results}
+    assert [item for item, _ in results] == items
+    assert pid["a1"] == pid["a2"] == pid["a3"] and pid["b1"] == pid["b2"]  # which worker took which key is a race
+
+
+def test_the_dinov3_weights_of_one_architecture_share_a_build_key():
+    from vramplan.pipeline import _build_key
+
+    assert _build_key("dinov3-vitl16") == _build_key("facebook/dinov3-vitl16-pretrain-sat493m") is not None
+    assert _build_key("dinov3-vitl16") != _build_key("dinov3-vits16")
+    assert _build_key("./some/local/dir") is None
+
+
+def test_the_board_keeps_a_key_for_the_process_that_took_it_and_returns_a_dead_workers_models():
+    from vramplan.workers import HERE, _Board
+
+    board = _Board(["a1", "b1", "a2", "c", "b2", "a3"], together=["a", "b", "a", None, "b", "a"])
+    assert [board.next_for_worker("w1"), board.next_for_worker("w2"), board.next_for_here()] == [0, 1, 3]
+    assert board.next_for_worker("w2") == 4 and board.next_for_worker("w2") is None  # b2 was kept for w2
+    assert board.next_for_worker("w1") == 2  # a2 kept for w1
+    board.give_back(2, "w1")  # w1 died measuring a2: a2 to this process, a3 (kept for w1) to anyone ...
+    assert board.next_for_here() == 2 and board._kept[HERE] == [5]  # ... which is this process, taking a2
+    assert board.next_for_worker("w2") is None and board.next_for_here() == 5

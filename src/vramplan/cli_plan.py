@@ -99,7 +99,7 @@ def add_fit(sub) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL|FAMILY")
     p.add_argument("--mode", choices=("inference", "train"), default="inference",
-                   help="inference (default); train needs the training simulation (not in this build)")
+                   help="inference (default); train: not yet (see `vramplan estimate --mode train`)")
     g = p.add_argument_group("target and case")
     add_target_options(g)
     add_fit_options(g)
@@ -132,7 +132,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
     request = fit_request(args, args.mode)
     if args.mode == "train":
-        raise UsageError("--mode train needs the training simulation (issue 9), which this build does not have yet")
+        raise UsageError("vramplan fit searches inference batches only: for training, compare batches with "
+                         "`vramplan estimate MODEL --mode train --batch-size 8,16,32`")
     run = estimate(args.models, fit=request, library=args.library, trust_remote_code=args.trust_remote_code,
                    revision=args.revision, timeout=args.timeout, checkpoint=False, debug=args.debug,
                    jobs=args.jobs)

@@ -84,7 +84,8 @@ def estimate(
         waiting = f"waiting for {jobs - 1} worker process{'es' if jobs > 2 else ''}"
         progress.start_model(completed, len(expanded), waiting if index is None else names[index])
 
-    results = measure_each(work, expanded, jobs, started, debug=debug, progress=progress)
+    together = [_build_key(reference) for reference in expanded] if jobs > 1 else None
+    results = measure_each(work, expanded, jobs, started, debug=debug, together=together, progress=progress)
     return RunResult(models=tuple(results), dtypes=dtypes, generated=generated_timestamp(), inference=inference,
                      fit=fit, training=training, parallel=parallel)
 
@@ -227,6 +228,17 @@ def _estimate_one(reference: str | ModelSpec | DeferredSpec, *, dtypes: tuple[st
         if debug:
             traceback.print_exc(file=sys.stderr)
         return failed_result(_reference_name(reference), spec, exc)
+
+
+def _build_key(reference: str | ModelSpec | DeferredSpec) -> str | None:
+    """What a reference builds, where known without resolving it (a spec, a catalogue id): models that build
+    the same module are measured in one process, which builds and simulates it once. A scheduling hint only."""
+    from .sources.catalog import catalog_spec, find_entry
+
+    if isinstance(reference, ModelSpec):
+        return reference.build_key()
+    entry = find_entry(reference) if isinstance(reference, str) else None
+    return catalog_spec(entry, reference).build_key() if entry else None
 
 
 def _reference_name(reference: str | ModelSpec | DeferredSpec) -> str:

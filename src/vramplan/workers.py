@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from .errors import UsageError
@@ -57,19 +57,21 @@ def resolve_jobs(jobs: int | str | None, models: int, *, simulates: bool) -> int
 
 def measure_each(work: Callable[..., T], items: Sequence[Any], jobs: int,
                  started: Callable[[int, int | None], None] = lambda completed, index: None,
-                 debug: bool = False, here_too: bool = True, **here: Any) -> list[T]:
+                 debug: bool = False, here_too: bool = True, together: Sequence[Hashable | None] | None = None,
+                 **here: Any) -> list[T]:
     """`[work(item) for item in items]`, by this process and `jobs - 1` spawned workers, in the order of `items`.
 
     This process measures too, from the start (a worker first spends seconds importing torch), taking the
     next model whenever it is free, as each worker does; `here` are extra keyword arguments for the models
     measured in this process (the progress bar's per-case updates). With `here_too=False` this process
     measures only what cannot cross to a worker, while there are workers (tests: the others go to one).
+    Items with the same non-None key in `together` are measured by one process, one after the other.
     `started(completed, index)` is called in this process as it starts model `index` (None: it waits for
     the workers) with `completed` done.
     `work` must be a module-level function (or a functools.partial of one) that does not raise for a
     bad item (the pipeline's per-model work turns every failure into an error result).
     """
-    board = _Board(items, here_too)
+    board = _Board(items, here_too, together)
     workers = _start_workers(work, jobs - 1, board, debug) if jobs > 1 and len(items) > 1 and _can_cross(work) else []
     if not workers:
         board.no_workers()
@@ -88,15 +90,26 @@ def measure_each(work: Callable[..., T], items: Sequence[Any], jobs: int,
             process.wait()
 
 
-class _Board:
-    """Which models are measured, where, and their results; shared by this process and the feeding thread."""
+HERE = "here"  # this process, as a taker of models (a worker is its connection)
 
-    def __init__(self, items: Sequence[Any], here_too: bool = True) -> None:
+
+class _Board:
+    """Which models are measured, where, and their results; shared by this process and the feeding thread.
+
+    Models with the same non-None key in `together` go to the same process, one after the other: the
+    second reuses what the first built and simulated (DINOv3's lvd1689m and sat493m weights of one
+    architecture build once), as in one process.
+    """
+
+    def __init__(self, items: Sequence[Any], here_too: bool = True,
+                 together: Sequence[Hashable | None] | None = None) -> None:
         import threading
 
         self.items = items
         self.crossing = [_can_cross(item) for item in items]
+        self._together = list(together) if together is not None else [None] * len(items)
         self._pending = list(range(len(items)))
+        self._kept: dict[Any, list[int]] = {}  # taker -> models of the key it is measuring, still to do
         self._results: dict[int, Any] = {}
         self._changed = threading.Condition()
         self._here_too = here_too
@@ -110,44 +123,57 @@ class _Board:
 
     def waiting(self) -> bool:
         with self._changed:
-            return not self._pending and not self.all_done()
+            return not self._pending and not self._kept.get(HERE) and not self.all_done()
 
     def next_for_here(self) -> int | None:
         """The next model for this process; None once every model is done (waits while workers measure)."""
         with self._changed:
-            while self._mine() is None and not self.all_done():
+            while (index := self._take(HERE)) is None and not self.all_done():
                 self._changed.wait()
-            index = self._mine()
-            if index is not None:
-                self._pending.remove(index)
             return index
 
-    def _mine(self) -> int | None:
-        return next((i for i in self._pending if self._here_too or not self.crossing[i]), None)
-
-    def next_for_worker(self) -> int | None:
+    def next_for_worker(self, worker: Any) -> int | None:
         with self._changed:
-            index = next((i for i in self._pending if self.crossing[i]), None)
-            if index is not None:
-                self._pending.remove(index)
-            return index
+            return self._take(worker)
+
+    def _take(self, taker: Any) -> int | None:
+        kept = self._kept.get(taker)
+        if kept:
+            return kept.pop(0)
+        mine = (lambda i: self.crossing[i]) if taker is not HERE else (
+            lambda i: self._here_too or not self.crossing[i])
+        index = next((i for i in self._pending if mine(i)), None)
+        if index is None:
+            return None
+        key = self._together[index]
+        self._kept[taker] = [i for i in self._pending if i != index and key is not None
+                             and self._together[i] == key and mine(i)]
+        for i in (index, *self._kept[taker]):
+            self._pending.remove(i)
+        return index
 
     def finish(self, index: int, result: Any) -> None:
         with self._changed:
             self._results[index] = result
             self._changed.notify_all()
 
-    def give_back(self, index: int) -> None:
-        """A worker died or its result could not come back: this process measures the model."""
+    def give_back(self, index: int | None, worker: Any = None) -> None:
+        """A worker died or its result could not come back: this process measures that model; the models
+        kept for the worker go back to be taken by anyone."""
         with self._changed:
-            self.crossing[index] = False
-            self._pending.insert(0, index)
+            if index is not None:
+                self.crossing[index] = False
+                self._pending.insert(0, index)
+            if worker is not None:
+                self._pending[len(self._pending):] = self._kept.pop(worker, [])
             self._changed.notify_all()
 
     def no_workers(self) -> None:
         """Every worker has ended: this process measures whatever is left."""
         with self._changed:
             self._here_too = True
+            for worker in [w for w in self._kept if w is not HERE]:
+                self._pending.extend(self._kept.pop(worker))
             self._changed.notify_all()
 
     def results(self) -> list[Any]:
@@ -196,8 +222,8 @@ def _feed(board: _Board, connections: list) -> None:
     except (OSError, ValueError):  # the run is over (done, or Ctrl-C): the connections are closed
         pass
     finally:
-        for lost in (i for i in busy.values() if i is not None):
-            board.give_back(lost)
+        for worker, lost in busy.items():
+            board.give_back(lost, worker)
         board.no_workers()
 
 
@@ -206,14 +232,13 @@ def _answer(board: _Board, connection, busy: dict) -> None:
     try:
         kind, index, result = connection.recv()
     except EOFError:  # the worker died (killed, out of memory) or could not start
-        if (lost := busy.pop(connection)) is not None:
-            board.give_back(lost)
+        board.give_back(busy.pop(connection), connection)
         return
     if kind == "done":
         board.finish(index, result)
     elif kind == "lost":
         board.give_back(index)
-    following = busy[connection] = board.next_for_worker()
+    following = busy[connection] = board.next_for_worker(connection)
     connection.send(None if following is None else (following, board.items[following]))
     if following is None:
         busy.pop(connection)

@@ -168,7 +168,8 @@ def fit_model(model: "nn.Module", request: FitRequest, reference: str) -> tuple[
     from ..measure.cases import InferenceRequest, cases_for
 
     if request.mode != "inference":
-        raise UsageError("--mode train needs the training simulation (issue 9), which this build does not have yet")
+        raise UsageError("vramplan fit searches inference batches only: for training, compare batches with "
+                         "`vramplan estimate MODEL --mode train --batch-size 8,16,32`")
     cells = []
     slopes: dict = {}  # (input size, dtype) -> bytes per sample found on an earlier card
     for gpu in request.gpus:
