@@ -102,6 +102,10 @@ CASES = {
     # (float32 only: in bfloat16 oneDNN runs another kernel, 37% below the model; Known limitations)
     "grouped-gemm": (lambda: _Conv(48, 48, 3, padding=1, groups=8), (2, 48, 32, 32),
                      lambda es: T * 6 * 9 * 1024 * 4 + 128 + 2 * 48 * 1024 * es),
+    # 24 channels per group (a multiple of 8): oneDNN's direct kernel, its copies (the weight's 24
+    # input channels counted padded to 32: the allocator's peak is 1.7% lower)
+    "grouped-direct": (lambda: _Conv(48, 48, 3, padding=1, groups=2), (2, 48, 32, 32),
+                       lambda es: (2 * 48 * 1024 + 48 * 32 * 9 + 2 * 48 * 1024) * es),
     # a transposed input: copied contiguous first (2 x 16 x 32 x 32), then oneDNN's copies
     "onednn-strided-input": (lambda: _Conv(16, 16, 3, padding=1, transposed=True), (2, 16, 32, 32),
                              lambda es: (2 * 16 * 1024 * 3 + 16 * 16 * 9) * es),
@@ -206,3 +210,21 @@ def test_l2_cache_size_from_its_geometry():
     except (OSError, ValueError):
         pytest.skip("sysfs does not describe the L2 cache here")
     assert cpu_kernels._l2_bytes() == sets * ways * line
+
+
+def test_the_cuda_exceptions_and_untouched_operands_worked_from_source():
+    """CUDA fuses float16 -> float32 softmax and pools without a copy; a float mask is used as it is."""
+    meta = dict(device="meta")
+    x16 = torch.empty(2, 3, 5, dtype=torch.float16, **meta)
+    assert cpu_kernels.softmax_copies(x16, torch.float32, cuda=True) == []
+    assert cpu_kernels.softmax_copies(x16, torch.float32, cuda=False) == [30 * 4]
+    assert cpu_kernels.softmax_copies(x16.bfloat16(), torch.float32, cuda=True) == [30 * 4]
+    assert cpu_kernels.softmax_copies(x16, torch.float16, cuda=False) == []
+    assert cpu_kernels.softmax_copies(x16, None, cuda=False) == []
+    pool = torch.ops.aten.adaptive_avg_pool2d.default
+    x, out = torch.empty(1, 4, 8, 8, dtype=torch.bfloat16, **meta), torch.empty(1, 4, 1, 1, **meta)
+    assert cpu_kernels.pooling_temps(pool, x, out, cuda=True) == []
+    assert cpu_kernels.pooling_temps(pool, x, out, cuda=False) == [128, 4 * 64 * 4]
+    q = torch.empty(1, 2, 8, 4, dtype=torch.bfloat16, **meta)
+    for mask, temps in ((None, []), (torch.empty(8, 8, **meta), []), (torch.empty(8, 8, dtype=torch.bool, **meta), [128])):
+        assert cpu_kernels.sdpa_mask_conversion(q, q, q, mask) == temps
