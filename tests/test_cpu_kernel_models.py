@@ -95,6 +95,15 @@ CASES = {
     "1x1-bf16-accumulator": (lambda: _Conv(32, 64, 1), (2, 32, 32, 32),
                              lambda es: 2 * 64 * 1024 * 4 if es == 4 else T * 64 * 1024 * 4 + 128
                              + 2 * 32 * 1024 * es + 64 * 32 * es + 2 * 64 * 1024 * es),
+    # 1x1 with 8 input channels: not a first layer (oneDNN blocks every 1x1 input), the input padded to 16
+    # (bfloat16: the float32 accumulator is blocked too, 16 channels)
+    "1x1-few-channels": (lambda: _Conv(8, 8, 1), (2, 8, 32, 32),
+                         lambda es: (T * 16 * 1024 * 4 + 128 if es == 2 else 0)
+                         + (2 * 16 * 1024 + 16 * 16 + 2 * 16 * 1024) * es),
+    # 1x1 strided, 24 channels: the gathered input and the accumulator padded to 32 channels
+    "1x1-strided-padded": (lambda: _Conv(24, 24, 1, stride=2), (2, 24, 64, 64),
+                           lambda es: T * (32 * 1024 * es + (32 * 1024 * 4 if es == 2 else 0)) + 128
+                           + (2 * 32 * 4096 + 32 * 32 + 2 * 32 * 1024) * es),
     # depthwise, 24 channels (off the block): the float32 bias padded to 32, the input, 3x3 weight, output
     "depthwise": (lambda: _Conv(24, 24, 3, padding=1, groups=24, bias=True), (2, 24, 32, 32),
                   lambda es: 32 * 4 + 128 + 2 * 32 * 1024 * es + 32 * 9 * es + 2 * 32 * 1024 * es),

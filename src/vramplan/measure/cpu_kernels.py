@@ -102,8 +102,9 @@ def _onednn_conv_copies(x, w, stride, padding, dilation, groups: int) -> tuple[l
         return _gemm_conv_copies(x, w, stride, padding, dilation, groups)
     transient = []
     if kh == kw == 1 and groups == 1 and (stride[0] > 1 or stride[1] > 1 or x.dtype == torch.bfloat16):
-        gathered = cin * out_hw * es if (stride[0] > 1 or stride[1] > 1) else 0
-        accumulator = cout * out_hw * 4 if x.dtype == torch.bfloat16 else 0
+        # both in oneDNN's blocked layout: channels padded to the block (12-25% low unpadded, measured)
+        gathered = _pad(cin, block) * out_hw * es if (stride[0] > 1 or stride[1] > 1) else 0
+        accumulator = _pad(cout, block) * out_hw * 4 if x.dtype == torch.bfloat16 else 0
         transient.append(threads * (gathered + accumulator) + _SCRATCH_PAD)
     if depthwise and (x.dtype == torch.bfloat16 or cin % block):
         transient.append(_pad(cin, block) * 4 + _SCRATCH_PAD)

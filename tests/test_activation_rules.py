@@ -1,0 +1,101 @@
+"""Rules of activations.py that the mutation sample found unpinned, each against a value worked by hand.
+
+The operator cache must remember in-place and `out=` operators as the kernel returns them; matmul's
+fold of a >=3-D operand by a matrix copies an operand it cannot view (checked against the CPU
+allocator); FlashAttention's split heuristic and key blocks at their edges; and the math path's
+copies of keys and values repeated for grouped-query attention.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vramplan.measure import activations
+from vramplan.measure.activations import InferenceCase, measure_inference
+from vramplan.measure.inputs import InputShape
+from vramplan.testing.allocator import cpu_peak_above_baseline
+
+aten = torch.ops.aten
+
+
+def _remembered(func, args, kwargs):
+    key = (func, torch.get_default_dtype(), activations._meta_key(args), activations._meta_key(kwargs))
+    return activations._OP_CACHE.get(key)
+
+
+def test_in_place_and_out_operators_are_remembered_as_their_arguments():
+    x = torch.empty(2, 3, device="meta")
+    for _ in range(2):  # the first call records, the second answers from the record
+        assert activations._run_meta(aten.add_.Tensor, (x, x), {}) is x
+        assert activations._run_meta(aten._foreach_mul_.Scalar, ([x, x], 2.0), {}) is None
+        values, indices = torch.empty(2, device="meta"), torch.empty(2, dtype=torch.int64, device="meta")
+        kwargs = {"max": values, "max_values": indices}
+        out = activations._run_meta(aten.max.dim_max, (x, 1), kwargs)
+        assert type(out) is tuple and out[0] is values and out[1] is indices
+    # what is remembered: the kind of result and the positions of the arguments it returns
+    assert _remembered(aten.add_.Tensor, (x, x), {}) == (activations._IN_PLACE, (None, (0,)))
+    assert _remembered(aten._foreach_mul_.Scalar, ([x, x], 2.0), {}) == (activations._IN_PLACE, (type(None), ()))
+    assert _remembered(aten.max.dim_max, (x, 1), kwargs) == (activations._IN_PLACE, (tuple, (1, 2)))
+
+
+def test_matmul_folds_a_batched_operand_by_a_matrix_copying_it_when_it_cannot_view():
+    meta = dict(device="meta")
+    w = torch.empty(16, 8, **meta)
+    assert activations._matmul_temps(torch.empty(4, 5, 16, **meta), w) == []
+    assert activations._matmul_temps(torch.empty(5, 4, 16, **meta).transpose(0, 1), w) == [4 * 5 * 16 * 4]
+    assert activations._matmul_temps(torch.empty(5, 16, **meta), w) == []
+
+
+class _FoldedProduct(nn.Module):
+    """A (length, batch, features) input taken batch-first times a matrix: matmul copies it to fold it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(256, 16))
+
+    def forward(self, x):
+        return x.transpose(0, 1) @ self.weight
+
+
+def test_matmul_fold_copy_matches_the_cpu_allocator():
+    with torch.device("meta"):
+        meta = _FoldedProduct()
+    case = InferenceCase(batch_size=64, dtype="float32", attn="sdpa", device="cpu",
+                         inputs=(InputShape("x", (64, 32, 256)),))
+    m = measure_inference(meta, case, reference="fold")
+    x = torch.randn(64, 32, 256)
+    real = cpu_peak_above_baseline(_FoldedProduct().eval(), {"x": x})
+    simulated = m.peak_allocated_bytes - m.parameter_bytes - m.buffer_bytes - x.numel() * 4
+    assert simulated == real
+    assert m.temp_bytes == 64 * 32 * 256 * 4  # the copy, 16 times the output
+
+
+@pytest.mark.parametrize("mblocks, sms, n_blocks, max_splits, splits", [
+    # 7 splits (the cap) are not eligible (ceil(8/7) == ceil(8/6)); the best eligible efficiency is
+    # 4 x 12 / 264 and 4 is the first within 85% of it (an ineligible 7 must not raise the bar)
+    (12, 264, 8, 7, 4),
+    # 3 splits: 1.7 waves, efficiency 0.85 exactly; 30 splits fill 17 waves (1.0): 3 is within 85%
+    (17, 30, 30, 128, 3),
+])
+def test_num_splits_at_the_edges(mblocks, sms, n_blocks, max_splits, splits):
+    assert activations._num_splits(mblocks, sms, n_blocks, max_splits) == splits
+
+
+def test_flash_attention_key_blocks_of_a_head_above_128():
+    """Head 129 (padded to 136 by SDPA): key blocks of 64, 16 of them for 1024 keys; 16 splits on 264 slots.
+
+    The accumulator's head is 136 rounded to 32: 160.
+    """
+    q, k = torch.empty(1, 1, 64, 129, device="meta"), torch.empty(1, 1, 1024, 129, device="meta")
+    assert activations._cuda_flash_temps(q, k, 132) == [64 * 4, 16 * 64 * 4, 16 * 64 * 160 * 4]
+
+
+def test_math_attention_repeats_keys_and_values_for_grouped_query_attention():
+    """4 query heads on 2 key heads; value head 16 unlike the key's 8: k and v repeated to 4 heads."""
+    q, k, v = (torch.empty(*shape, device="meta") for shape in ((1, 4, 5, 8), (1, 2, 7, 8), (1, 2, 7, 16)))
+    repeated = [4 * 7 * 8 * 4, 4 * 7 * 16 * 4]
+    scores = 4 * 5 * 7
+    assert activations._math_temps(q, k, v) == [*repeated, 4 * 5 * 8 * 4, 4 * 7 * 8 * 4, scores * 4, scores * 4,
+                                                scores, 4 * 5]
