@@ -28,12 +28,15 @@ SIZE = {"float32": 4, "bfloat16": 2}
 class _Conv(nn.Module):
     """One Conv2d; `transposed` swaps height and width first (a strided, not channels-last, input)."""
 
-    def __init__(self, *args, transposed: bool = False, bias: bool = False, **kwargs) -> None:
+    def __init__(self, *args, transposed: bool = False, channels_last: bool = False, bias: bool = False,
+                 **kwargs) -> None:
         super().__init__()
         self.conv = nn.Conv2d(*args, bias=bias, **kwargs)
-        self.transposed = transposed
+        self.transposed, self.channels_last = transposed, channels_last
 
     def forward(self, x):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.conv(x.transpose(2, 3) if self.transposed else x)
 
 
@@ -115,6 +118,26 @@ CASES = {
     # input channels counted padded to 32: the allocator's peak is 1.7% lower)
     "grouped-direct": (lambda: _Conv(48, 48, 3, padding=1, groups=2), (2, 48, 32, 32),
                        lambda es: (2 * 48 * 1024 + 48 * 32 * 9 + 2 * 48 * 1024) * es),
+    # strides (2, 1): the blocked output of 16 x 32 positions
+    "onednn-strides-2x1": (lambda: _Conv(24, 24, 3, stride=(2, 1), padding=1), (2, 24, 32, 32),
+                           lambda es: (2 * 32 * 1024 + 32 * 32 * 9 + 2 * 32 * 512) * es),
+    # 1x1 strided in the height only: the scratchpad gathers 16 x 32 positions
+    "1x1-strides-2x1": (lambda: _Conv(32, 64, 1, stride=(2, 1)), (2, 32, 32, 32),
+                        lambda es: T * (32 * 512 * es + (64 * 512 * 4 if es == 2 else 0)) + 128
+                        + (2 * 32 * 1024 + 64 * 32 + 2 * 64 * 512) * es),
+    # depthwise with bias, 32 channels (on the block): float32 pads no bias, bfloat16 does
+    "depthwise-on-the-block": (lambda: _Conv(32, 32, 3, padding=1, groups=32, bias=True), (2, 32, 32, 32),
+                               lambda es: (32 * 4 + 128 if es == 2 else 0) + (2 * 32 * 1024 * 2 + 32 * 9) * es),
+    # two groups of 6 channels: the gemm convolution too (float32; bfloat16 as "grouped-gemm")
+    "two-groups-gemm": (lambda: _Conv(12, 12, 3, padding=1, groups=2), (2, 12, 32, 32),
+                        lambda es: T * 6 * 9 * 1024 * 4 + 128 + 2 * 12 * 1024 * es),
+    # a channels-last input to a 1x1 kernel: the weight is channels-last already (no copy); brgemm's
+    # scratchpad and the weight's reorder
+    "channels-last-1x1": (lambda: _Conv(32, 64, 1, channels_last=True), (2, 32, 8, 8),
+                          lambda es: 3968 + 4120 * T + 128 + 64 * 32 * es),
+    # a 1-D kernel of 3 with padding: oneDNN's direct kernel (the input, the weight, the blocked output)
+    "conv1d-direct": (lambda: _Fn(nn.Conv1d(32, 32, 3, padding=1, bias=False)), (2, 32, 3199),
+                      lambda es: (2 * 32 * 3199 * 2 + 32 * 32 * 3) * es),
     # a transposed input: copied contiguous first (2 x 16 x 32 x 32), then oneDNN's copies
     "onednn-strided-input": (lambda: _Conv(16, 16, 3, padding=1, transposed=True), (2, 16, 32, 32),
                              lambda es: (2 * 16 * 1024 * 3 + 16 * 16 * 9) * es),
@@ -124,6 +147,9 @@ CASES = {
     # bfloat16 linear: oneDNN's accumulator (128 rows x 128 columns) and packed B (256 x 64), float32
     "bf16-linear-scratch": (lambda: _Linear(256, 512), (2, 64, 256),
                             lambda es: 0 if es == 4 else 4 * 128 * 128 + 4 * 256 * 64 + 1536 + 128),
+    # 129 columns (over 128, not a multiple): accumulator blocks of 64 columns
+    "bf16-linear-odd-columns": (lambda: _Linear(256, 129), (2, 64, 256),
+                                lambda es: 0 if es == 4 else 4 * 128 * 64 + 4 * 256 * 64 + 1536 + 128),
     # a boolean mask made additive (256 x 256 of the query's dtype), beside CPU flash's buffers
     "sdpa-bool-mask": (lambda: _Fn(_causal_sdpa), (1, 4, 256, 8),
                        lambda es: 256 * 256 * es + 256 * 4 * 4 + T * (64 * 256 + 2 * 64 + 64 * 8) * 4
@@ -140,7 +166,8 @@ CASES = {
 @pytest.mark.skipif(not AVX512, reason="the literal sizes are those of 16-channel blocks (AVX-512)")
 @pytest.mark.parametrize("name, dtype", [
     (name, dtype) for name in CASES for dtype in ("float32", "bfloat16")
-    if (name, dtype) not in {("grouped-gemm", "bfloat16"), ("adaptive-pool-float32-copy", "float32")}
+    if (name, dtype) not in {("grouped-gemm", "bfloat16"), ("two-groups-gemm", "bfloat16"),
+                             ("adaptive-pool-float32-copy", "float32")}
 ])
 def test_kernel_memory_matches_the_cpu_allocator(name, dtype):
     make, shape, expected = CASES[name]
@@ -221,6 +248,17 @@ def test_l2_cache_size_from_its_geometry():
     assert cpu_kernels._l2_bytes() == sets * ways * line
 
 
+@pytest.mark.parametrize("text, size", [("2048K\n", 2 << 20), ("1280k", 1280 << 10), ("2M", 2 << 20),
+                                        ("1048576", 1 << 20)])
+def test_cache_sizes_as_sysfs_writes_them(text, size):
+    assert cpu_kernels.cache_size_bytes(text) == size
+
+
+def test_the_direct_kernel_unrolls_over_output_columns_below_16_of_padding():
+    """Padding 4 (< 16): ur_w = min(177 columns, 15); 3 x 32 x 16 x 15 x 15 = 345,600 bytes > 256 KiB: gemm."""
+    assert cpu_kernels._onednn_picks_gemm(200, 32, 1, 4, 1)
+
+
 def test_the_cuda_exceptions_and_untouched_operands_worked_from_source():
     """CUDA fuses float16 -> float32 softmax and pools without a copy; a float mask is used as it is."""
     meta = dict(device="meta")
@@ -230,6 +268,7 @@ def test_the_cuda_exceptions_and_untouched_operands_worked_from_source():
     assert cpu_kernels.softmax_copies(x16.bfloat16(), torch.float32, cuda=True) == [30 * 4]
     assert cpu_kernels.softmax_copies(x16, torch.float16, cuda=False) == []
     assert cpu_kernels.softmax_copies(x16, None, cuda=False) == []
+    assert cpu_kernels.softmax_copies(x16, torch.float64, cuda=False) == [30 * 8]
     pool = torch.ops.aten.adaptive_avg_pool2d.default
     x, out = torch.empty(1, 4, 8, 8, dtype=torch.bfloat16, **meta), torch.empty(1, 4, 1, 1, **meta)
     assert cpu_kernels.pooling_temps(pool, x, out, cuda=True) == []

@@ -323,10 +323,15 @@ def _l2_bytes() -> int:
     """The L2 cache of one core (Linux sysfs); 2 MiB where it cannot be read."""
     try:
         with open("/sys/devices/system/cpu/cpu0/cache/index2/size", encoding="ascii") as f:
-            text = f.read().strip().upper()
-        return int(text[:-1]) * {"K": 1024, "M": 1024 * 1024}[text[-1]] if text[-1] in "KM" else int(text)
-    except (OSError, ValueError, IndexError):
+            return cache_size_bytes(f.read())
+    except (OSError, ValueError, KeyError, IndexError):
         return 2 * 1024 * 1024
+
+
+def cache_size_bytes(text: str) -> int:
+    """Bytes of a cache size as sysfs writes it: "2048K", "2M", or a plain number."""
+    text = text.strip().upper()
+    return int(text[:-1]) * {"K": 1024, "M": 1024 * 1024}[text[-1]] if text[-1] in "KM" else int(text)
 
 
 def _pad(c: int, block: int) -> int:
