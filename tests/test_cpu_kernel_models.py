@@ -150,6 +150,9 @@ CASES = {
     # 129 columns (over 128, not a multiple): accumulator blocks of 64 columns
     "bf16-linear-odd-columns": (lambda: _Linear(256, 129), (2, 64, 256),
                                 lambda es: 0 if es == 4 else 4 * 128 * 64 + 4 * 256 * 64 + 1536 + 128),
+    # 1024 rows: the accumulator is capped at 32K float32 values
+    "bf16-linear-capped": (lambda: _Linear(256, 512), (2, 512, 256),
+                           lambda es: 0 if es == 4 else 128 * 1024 + 4 * 256 * 64 + 1536 + 128),
     # a boolean mask made additive (256 x 256 of the query's dtype), beside CPU flash's buffers
     "sdpa-bool-mask": (lambda: _Fn(_causal_sdpa), (1, 4, 256, 8),
                        lambda es: 256 * 256 * es + 256 * 4 * 4 + T * (64 * 256 + 2 * 64 + 64 * 8) * 4
@@ -257,6 +260,8 @@ def test_cache_sizes_as_sysfs_writes_them(text, size):
 def test_the_direct_kernel_unrolls_over_output_columns_below_16_of_padding():
     """Padding 4 (< 16): ur_w = min(177 columns, 15); 3 x 32 x 16 x 15 x 15 = 345,600 bytes > 256 KiB: gemm."""
     assert cpu_kernels._onednn_picks_gemm(200, 32, 1, 4, 1)
+    # padding 29 (>= 16): ur_w = min(29, 29); 3 x 20 x 16 x 29 x 15 = 417,600 > 256 KiB (15 columns would fit)
+    assert cpu_kernels._onednn_picks_gemm(200, 20, 1, 29, 1)
 
 
 def test_the_cuda_exceptions_and_untouched_operands_worked_from_source():
