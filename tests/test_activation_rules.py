@@ -99,3 +99,62 @@ def test_math_attention_repeats_keys_and_values_for_grouped_query_attention():
     scores = 4 * 5 * 7
     assert activations._math_temps(q, k, v) == [*repeated, 4 * 5 * 8 * 4, 4 * 7 * 8 * 4, scores * 4, scores * 4,
                                                 scores, 4 * 5]
+
+
+def _cuda_case(gpu: str, dtype: str = "float16") -> InferenceCase:
+    from vramplan.plan.gpus import find_gpu
+
+    return InferenceCase(batch_size=1, dtype=dtype, attn="sdpa", device="cuda", image_size=(8, 8), gpu=find_gpu(gpu))
+
+
+def test_flash_attention_splits_on_the_cases_card():
+    """160 query blocks: under 80% of an H100's 264 slots (3 splits), over 80% of an A10G's 160 (none)."""
+    q, k = torch.empty(1, 40, 256, 64, dtype=torch.float16, device="meta"), \
+        torch.empty(1, 40, 4096, 64, dtype=torch.float16, device="meta")
+    assert activations._sdpa_kernel_memory(_cuda_case("a10g"), q, k, k, None) == ("flash", [40 * 256 * 4])
+    kernel, temps = activations._sdpa_kernel_memory(_cuda_case("h100"), q, k, k, None)
+    assert (kernel, len(temps)) == ("flash", 3)
+
+
+@pytest.mark.parametrize("dtype, head, kernel", [
+    ("float16", 256, "flash"),  # flash takes head dims up to 256
+    ("float16", 264, "efficient"),  # over 256, aligned to 8
+    ("float32", 6, "math"),  # float32: no flash; 6 is not aligned to 4
+])
+def test_cuda_attention_kernel_choice_at_the_edges(dtype, head, kernel):
+    q = torch.empty(1, 2, 16, head, dtype=getattr(torch, dtype), device="meta")
+    assert activations._sdpa_backend(_cuda_case("h100", dtype), q, q, q, None) == kernel
+
+
+def test_a_rebuilt_output_keeps_its_offset_and_storage():
+    t = activations._rebuild(((2, 3), (3, 1), 4, torch.float32, 64))
+    assert (t.shape, t.stride(), t.storage_offset(), t.untyped_storage().nbytes()) == ((2, 3), (3, 1), 4, 64)
+
+
+class _Refuses(nn.Module):
+    def forward(self, x):
+        raise ValueError("no such\nshape")
+
+
+def test_a_forward_that_raises_is_named_with_its_error():
+    from vramplan.errors import SimulationError
+
+    with torch.device("meta"):
+        model = _Refuses()
+    case = InferenceCase(batch_size=1, dtype="float32", attn="sdpa", device="cpu", inputs=(InputShape("x", (1, 4)),))
+    with pytest.raises(SimulationError) as err:
+        measure_inference(model, case, reference="refuses")
+    assert (err.value.reference, err.value.reason) == ("refuses", "ValueError: no such shape")
+
+
+def test_an_attention_the_model_lacks_is_refused_by_name():
+    from transformers import BertConfig, BertModel
+
+    from vramplan.errors import SimulationError
+
+    with torch.device("meta"):
+        model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(SimulationError) as err:
+        activations._set_attention(model, "flash_attention_2", "tiny-bert")
+    assert err.value.reference == "tiny-bert"
+    assert err.value.reason.startswith("flash_attention_2 attention is not available: ")
