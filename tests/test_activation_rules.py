@@ -8,6 +8,8 @@ copies of keys and values repeated for grouped-query attention.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -158,3 +160,20 @@ def test_an_attention_the_model_lacks_is_refused_by_name():
         activations._set_attention(model, "flash_attention_2", "tiny-bert")
     assert err.value.reference == "tiny-bert"
     assert err.value.reason.startswith("flash_attention_2 attention is not available: ")
+
+
+class _ClassCached(nn.Module):
+    """A cache held by a staticmethod of the model's class, as BEiT's relative position index is."""
+
+    @staticmethod
+    @functools.lru_cache
+    def grid(n):
+        return torch.arange(n)
+
+    def forward(self, x):
+        return x + self.grid(x.shape[-1])
+
+
+def test_a_class_level_cache_is_cleared_with_the_models_caches():
+    clears = activations._model_caches(_ClassCached())
+    assert _ClassCached.__dict__["grid"].__func__.cache_clear in clears
