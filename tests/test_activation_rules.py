@@ -177,3 +177,23 @@ class _ClassCached(nn.Module):
 def test_a_class_level_cache_is_cleared_with_the_models_caches():
     clears = activations._model_caches(_ClassCached())
     assert _ClassCached.__dict__["grid"].__func__.cache_clear in clears
+
+
+class _Uncopyable(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot copy this")
+
+
+def test_a_model_that_cannot_be_prepared_is_named_with_its_error():
+    from vramplan.errors import SimulationError
+
+    with torch.device("meta"):
+        model = _Uncopyable()
+    case = InferenceCase(batch_size=1, dtype="float32", attn="sdpa", device="cpu", inputs=(InputShape("x", (1, 4)),))
+    with pytest.raises(SimulationError) as err:
+        measure_inference(model, case, reference="uncopyable")
+    assert (err.value.reference, err.value.reason) == (
+        "uncopyable", "could not prepare the model: TypeError: cannot copy this")
