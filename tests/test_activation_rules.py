@@ -197,3 +197,22 @@ def test_a_model_that_cannot_be_prepared_is_named_with_its_error():
         measure_inference(model, case, reference="uncopyable")
     assert (err.value.reference, err.value.reason) == (
         "uncopyable", "could not prepare the model: TypeError: cannot copy this")
+
+
+def test_the_simulated_model_takes_the_buffer_dtypes_from_pretrained_builds():
+    """SwinV2's coordinate tables are made in the default dtype (bfloat16 under from_pretrained(dtype=));
+    batch-norm statistics follow the dtype, its step counter stays int64."""
+    from vramplan.build import build_model
+    from vramplan.spec import ModelSpec
+    from vramplan.testing.breadth import case_config
+
+    swinv2 = build_model(ModelSpec(reference="swinv2", model_id="swinv2", library="transformers", source="test",
+                                   config=case_config("swinv2", 64)))
+    sim = activations._build_sim_model(swinv2, "bfloat16", "sdpa", "swinv2").module
+    tables = {b.dtype for name, b in sim.named_buffers() if name.endswith("relative_coords_table")}
+    assert tables == {torch.bfloat16}
+    with torch.device("meta"):
+        norm = nn.Sequential(nn.BatchNorm2d(4))
+    buffers = dict(activations._build_sim_model(norm, "bfloat16", "eager", "bn").module.named_buffers())
+    assert {name: b.dtype for name, b in buffers.items()} == {
+        "0.running_mean": torch.bfloat16, "0.running_var": torch.bfloat16, "0.num_batches_tracked": torch.int64}
