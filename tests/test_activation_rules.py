@@ -216,3 +216,16 @@ def test_the_simulated_model_takes_the_buffer_dtypes_from_pretrained_builds():
     buffers = dict(activations._build_sim_model(norm, "bfloat16", "eager", "bn").module.named_buffers())
     assert {name: b.dtype for name, b in buffers.items()} == {
         "0.running_mean": torch.bfloat16, "0.running_var": torch.bfloat16, "0.num_batches_tracked": torch.int64}
+
+
+def test_a_model_that_picks_its_attention_class_at_construction_is_rebuilt():
+    """Falcon picks its attention class from `FALCON_ATTENTION_CLASSES` in `__init__`: it is built again."""
+    from transformers import FalconConfig, FalconModel
+
+    config = FalconConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=100)
+    with torch.device("meta"):
+        model = FalconModel(config)
+    other = "sdpa" if model.config._attn_implementation == "eager" else "eager"
+    rebuilt = activations._rebuilt_with(model, other)
+    assert rebuilt is not None and rebuilt.config._attn_implementation == other
+    assert activations._rebuilt_with(rebuilt, other) is None  # already built so
