@@ -1,68 +1,119 @@
-"""`plan/fit.py`'s cells from real simulations: the slope one card's search hands to the next, checked against
-direct estimates at the batch found and one above (for its mutation run: docs/testing.md, "Third scoring")."""
+"""`plan/fit.py`'s cells from real simulations of tiny models: the slope one card's search hands to the next, the
+square-input search in steps of the patch, the cheapest precision, and the refusals; each answer checked against
+direct estimates at it and one step above (for its mutation run: docs/testing.md, "Third scoring")."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from vramplan.build import build_model
+from vramplan.errors import UsageError
 from vramplan.measure.cases import InferenceRequest, cases_for
-from vramplan.plan.fit import FitRequest, _fit_cell, fit_model, inference_peak
-from vramplan.plan.gpus import find_gpu
-from vramplan.sources import resolve_model
+from vramplan.plan.fit import MAX_IMAGE_STEPS, FitRequest, _cheapest_precision, _fit_cell, fit_model, inference_peak
+from vramplan.plan.gpus import find_gpu, memory_target
+from vramplan.spec import ModelSpec
 
-SIZE = ((224, 224),)
+# A two-layer DINOv3 ViT with 32-pixel patches (the catalogue's are all 16: the search must read the model's).
+VIT = {"model_type": "dinov3_vit", "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2,
+       "num_hidden_layers": 2, "num_register_tokens": 4, "patch_size": 32}
+BERT = {"model_type": "bert", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "vocab_size": 1000, "max_position_embeddings": 128}
+
+
+def _build(config: dict, name: str):
+    return build_model(ModelSpec(reference=name, model_id=name, library="transformers", source="test", config=config))
 
 
 @pytest.fixture(scope="module")
-def vits():
-    spec = resolve_model("dinov3-vits16")
-    return build_model(spec), spec.model_id
+def vit():
+    return _build(VIT, "tiny-vit")
 
 
-def _case(model, ref, gpu, dtype="float16"):
-    (case,) = cases_for(model, InferenceRequest(image_sizes=SIZE, dtypes=(dtype,), gpu=gpu), ref)
+def _case(model, gpu, size: int, dtype: str = "bfloat16"):
+    (case,) = cases_for(model, InferenceRequest(image_sizes=((size, size),), dtypes=(dtype,), gpu=gpu), "tiny-vit")
     return case
 
 
-def test_the_second_card_starts_from_the_first_cards_slope(vits):
-    model, ref = vits
-    rtx, l4 = find_gpu("rtx4090"), find_gpu("l4")
-    request = FitRequest(gpus=(rtx, l4), dtype="float16", image_sizes=SIZE)
-    first, second = fit_model(model, request, ref)
-    (alone,) = fit_model(model, FitRequest(gpus=(l4,), dtype="float16", image_sizes=SIZE), ref)
-    assert (first.gpu, second.gpu) == (rtx, l4)
-    assert second.largest_batch_size == alone.largest_batch_size
-    assert second.peak_device_bytes == alone.peak_device_bytes
-    assert (first.simulations, second.simulations, alone.simulations) == (8, 5, 7)  # the hint saves two
-    peak = inference_peak(model, _case(model, ref, l4), ref)
-    batch = second.largest_batch_size
-    assert peak(batch) == second.peak_device_bytes <= l4.memory_bytes < peak(batch + 1)
-    assert second.cheapest_precision == "float32" and second.dtype == "float16" and second.error is None
+def test_the_second_card_starts_from_the_first_cards_slope(vit):
+    big, small = memory_target("2GiB"), memory_target("1GiB")
+    request = FitRequest(gpus=(big, small), image_sizes=((1024, 1024),))
+    first, second = fit_model(vit, request, "tiny-vit")
+    (alone,) = fit_model(vit, FitRequest(gpus=(small,), image_sizes=((1024, 1024),)), "tiny-vit")
+    assert (first.gpu, second.gpu, second.dtype) == (big, small, "bfloat16")
+    assert second.largest_batch_size == alone.largest_batch_size and second.peak_device_bytes == alone.peak_device_bytes
+    assert (first.simulations, second.simulations, alone.simulations) == (7, 3, 5)  # the hint saves two
+    for cell in (first, second):
+        peak, batch = inference_peak(vit, _case(vit, cell.gpu, 1024), "tiny-vit"), cell.largest_batch_size
+        assert peak(batch) == cell.peak_device_bytes <= cell.memory_bytes < peak(batch + 1)
 
 
-def test_the_slope_handed_on_is_bytes_per_sample_between_batch_1_and_the_answer(vits):
-    model, ref = vits
-    l4 = find_gpu("l4")
-    case = _case(model, ref, l4)
+def test_the_slope_handed_on_is_bytes_per_sample_between_batch_1_and_the_answer(vit):
+    gpu = memory_target("1GiB")
+    case = _case(vit, gpu, 1024)
     slopes: dict = {}
-    cell = _fit_cell(model, case, FitRequest(gpus=(l4,), dtype="float16", image_sizes=SIZE), ref, slopes)
-    peak = inference_peak(model, case, ref)
-    batch = cell.largest_batch_size
-    assert slopes == {((224, 224), None, "float16"): (peak(batch) - peak(1)) / (batch - 1)}
+    cell = _fit_cell(vit, case, FitRequest(gpus=(gpu,), image_sizes=((1024, 1024),)), "tiny-vit", slopes)
+    peak, batch = inference_peak(vit, case, "tiny-vit"), cell.largest_batch_size
+    assert slopes == {((1024, 1024), None, "bfloat16"): (peak(batch) - peak(1)) / (batch - 1)}
     # Nothing fits: no slope is handed on, and the cell keeps the peak at batch 1.
-    tiny = find_gpu("l4").__class__(**{**vars(l4), "memory_bytes": peak(1) - 1})
+    tiny = memory_target("300MiB")
     none: dict = {}
-    empty = _fit_cell(model, _case(model, ref, tiny), FitRequest(gpus=(tiny,), dtype="float16", image_sizes=SIZE),
-                      ref, none)
+    empty = _fit_cell(vit, _case(vit, tiny, 1024), FitRequest(gpus=(tiny,), image_sizes=((1024, 1024),)), "tiny-vit",
+                      none)
     assert (empty.largest_batch_size, empty.simulations, empty.peak_device_bytes, none) == (0, 1, peak(1), {})
 
 
-def test_headroom_is_a_share_of_the_cards_memory(vits):
-    model, ref = vits
-    l4 = find_gpu("l4")
-    cell = _fit_cell(model, _case(model, ref, l4), FitRequest(gpus=(l4,), dtype="float16", image_sizes=SIZE,
-                                                               headroom_percent=25), ref, {})
-    assert cell.headroom_bytes == l4.memory_bytes // 4 and cell.limit_bytes == l4.memory_bytes - l4.memory_bytes // 4
-    peak = inference_peak(model, _case(model, ref, l4), ref)
-    assert peak(cell.largest_batch_size) <= cell.limit_bytes < peak(cell.largest_batch_size + 1)
+def test_without_a_dtype_each_card_gets_bfloat16_or_float16(vit):
+    t4, l4 = find_gpu("t4"), find_gpu("l4")
+    cells = fit_model(vit, FitRequest(gpus=(t4, l4), image_sizes=((512, 512),), headroom_percent=25), "tiny-vit")
+    assert [(c.gpu.name, c.dtype) for c in cells] == [("t4", "float16"), ("l4", "bfloat16")]
+    for cell in cells:
+        assert cell.headroom_bytes == cell.memory_bytes // 4
+        peak, batch = inference_peak(vit, _case(vit, cell.gpu, 512, cell.dtype), "tiny-vit"), cell.largest_batch_size
+        assert peak(batch) <= cell.memory_bytes - cell.memory_bytes // 4 < peak(batch + 1)
+
+
+def test_largest_square_input_in_steps_of_the_models_patch(vit):
+    gpu = memory_target("600MiB")
+    (cell,) = fit_model(vit, FitRequest(gpus=(gpu,), max_image_size=True, batch_size=2), "tiny-vit")
+    side = cell.largest_image_size
+    case = _case(vit, gpu, 224)
+    peak = lambda s: inference_peak(vit, replace(case, image_size=(s, s)), "tiny-vit")(2)  # noqa: E731
+    assert side % 32 == 0 and cell.image_size == (side, side) and cell.largest_batch_size == 2
+    assert peak(side) == cell.peak_device_bytes <= gpu.memory_bytes < peak(side + 32)
+    assert peak(side + 16) <= gpu.memory_bytes  # in steps of 16 the answer would be larger: the step is the patch's
+    assert cell.simulations == 8 and cell.as_json()["image_size"] == [side, side]
+
+
+def test_largest_square_input_stops_at_the_step_limit_and_at_nothing(vit):
+    (roomy,) = fit_model(vit, FitRequest(gpus=(memory_target("1TiB"),), max_image_size=True), "tiny-vit")
+    assert roomy.largest_image_size == MAX_IMAGE_STEPS * 32 == 32768 and roomy.image_size == (32768, 32768)
+    gpu = memory_target("300MiB")
+    (none,) = fit_model(vit, FitRequest(gpus=(gpu,), max_image_size=True, batch_size=2), "tiny-vit")
+    smallest = inference_peak(vit, replace(_case(vit, gpu, 224), image_size=(32, 32)), "tiny-vit")(2)
+    assert (none.largest_image_size, none.largest_batch_size, none.simulations) == (0, 0, 1)
+    assert none.peak_device_bytes == smallest > gpu.memory_bytes
+
+
+def test_cheapest_precision_is_read_at_batch_1_on_a_card_without_bfloat16(vit):
+    t4 = find_gpu("t4")
+    case = replace(_case(vit, t4, 2048, "float16"), batch_size=2)
+    fp32, fp16 = (inference_peak(vit, replace(case, dtype=d), "tiny-vit")(1) for d in ("float32", "float16"))
+    assert fp16 < fp32 < inference_peak(vit, replace(case, dtype="float32"), "tiny-vit")(2)
+    assert _cheapest_precision(vit, case, fp32, "tiny-vit") == "float32"  # batch 1 fits, though batch 2 would not
+    assert _cheapest_precision(vit, case, fp32 - 1, "tiny-vit") == "float16"
+    assert _cheapest_precision(vit, case, fp16 - 1, "tiny-vit") is None
+
+
+def test_refusals_are_usage_errors():
+    bert = _build(BERT, "tiny-bert")
+    with pytest.raises(UsageError) as exc:
+        fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,), max_image_size=True), "tiny-bert")
+    assert exc.value.args[0] == "--max-image-size searches image sizes: it needs a vision model"
+    with pytest.raises(UsageError) as exc:
+        fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), mode="train", seq_lens=(64,)), "tiny-bert")
+    assert exc.value.args[0] == ("--mode train needs the training simulation (issue 9), which this build does not "
+                                 "have yet")
+    (cell,) = fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,)), "tiny-bert")
+    assert cell.seq_len == 64 and cell.image_size is None and cell.as_json()["seq_len"] == 64
