@@ -117,3 +117,49 @@ def test_refusals_are_usage_errors():
                                  "have yet")
     (cell,) = fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,)), "tiny-bert")
     assert cell.seq_len == 64 and cell.image_size is None and cell.as_json()["seq_len"] == 64
+
+
+def test_a_case_that_cannot_be_simulated_gives_an_empty_cell_with_its_reason():
+    bert = _build(BERT, "tiny-bert")
+    (cell,) = fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(200,), attn="eager"), "tiny-bert")
+    assert (cell.largest_batch_size, cell.peak_device_bytes, cell.simulations, cell.attn) == (0, 0, 0, "eager")
+    assert cell.error == ("--seq-len 200 is longer than the model's 128 positions (its learned position table "
+                          "`embeddings.position_embeddings`): a real run raises; use --seq-len 128 or less")
+
+
+def test_a_length_for_a_vision_model_is_refused_naming_it(vit):
+    with pytest.raises(UsageError) as exc:
+        fit_model(vit, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,)), "tiny-vit")
+    assert exc.value.args[0] == "`tiny-vit` is a vision model: give --image-size, not --seq-len"
+
+
+def test_the_square_search_starts_from_the_first_size_only(vit):
+    request = FitRequest(gpus=(memory_target("600MiB"),), image_sizes=((224, 224), (512, 512)), max_image_size=True,
+                         attn="eager")
+    (cell,) = fit_model(vit, request, "tiny-vit")
+    assert cell.attn == "eager" and cell.largest_image_size % 32 == 0
+
+
+def test_a_module_without_a_config_is_searched_in_16_pixel_steps():
+    import torch.nn as nn
+
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1, device="meta")
+
+        def forward(self, x):
+            return self.conv(x).relu()
+
+    conv, gpu = Conv(), memory_target("700MiB")
+    (cell,) = fit_model(conv, FitRequest(gpus=(gpu,), max_image_size=True), "conv")
+    side = cell.largest_image_size
+    (case,) = cases_for(conv, InferenceRequest(image_sizes=((16, 16),), gpu=gpu), "conv")
+    peak = lambda s: inference_peak(conv, replace(case, image_size=(s, s)), "conv")(1)  # noqa: E731
+    assert side % 16 == 0 and peak(side) <= gpu.memory_bytes < peak(side + 16)
+
+
+def test_cheapest_precision_skips_a_dtype_that_cannot_be_simulated(vit):
+    gpu = memory_target("1GiB")
+    flash = replace(_case(vit, gpu, 224), attn="flash")  # flash attention has no float32 kernel
+    assert _cheapest_precision(vit, flash, gpu.memory_bytes, "tiny-vit") == "bfloat16"
