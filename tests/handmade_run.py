@@ -4,13 +4,14 @@ rendered number can be worked out from it. Not a simulation: the renderers only 
 from __future__ import annotations
 
 from vramplan.measure.activations import InferenceCase, InferenceMeasurement
+from vramplan.measure.cases import InferenceRequest
 from vramplan.measure.weights import DtypeWeights, WeightsEstimate
 from vramplan.plan.fit import FitCell, FitRequest
 from vramplan.plan.gpus import GpuSpec
 from vramplan.results import InferenceFailure, ModelResult, RunResult
 
 MiB, GiB = 2**20, 2**30
-ODD = 'org/<b>&"x"'  # a model id with HTML in it
+ODD = 'org/<b>&"x|y"'  # a model id with HTML and a Markdown cell separator in it
 
 BIG = GpuSpec(name="big", label="Big Card", memory_bytes=16 * GiB, vendor="nvidia", compute_capability="9.0",
               sm_count=100, bf16=True, fp8=True, aliases=("big-card", "bc", "third"))
@@ -61,11 +62,16 @@ def handmade_run(fit: bool = True) -> RunResult:
         cell(BIG, (512, 256), 0, 20 * GiB),
         cell(OLD, 224, 3, 7 * GiB, cheapest_precision="float16"),
         cell(OLD, (512, 256), 0, 0, error="broke"),
+        cell(BIG, 1024, 1, 12 * GiB, cheapest_precision="bfloat16"),
     ))
-    odd = _model(ODD, inference=(measured(case(224), params=3 * GiB, activ=0, temp=0, context=0),),
-                 fit=(cell(BIG, 224, 7, 14 * GiB),))
+    odd = _model(ODD, inference=(measured(case(224), params=3 * GiB, activ=0, temp=0, context=0),
+                                 measured(case(512), params=3 * GiB, activ=GiB, temp=0, context=0)),
+                 fit=(cell(BIG, 224, 7, 14 * GiB), cell(BIG, (512, 256), 8, 14 * GiB)))
     only_weights = _model("org/w", weights=weights)
     failed = _model("org/f", error="could not build: <bad>")
+    gone = _model("org/g", error="gone")
     request = FitRequest(gpus=(BIG, OLD), headroom_percent=12.5) if fit else None
-    return RunResult(models=(a, odd, only_weights, failed), dtypes=(), generated="2026-11-22T09:00:00+00:00",
-                     fit=request)
+    asked = InferenceRequest(image_sizes=((224, 224), (512, 512), (512, 256), (1024, 1024)), batch_sizes=(1, 2),
+                             dtypes=("bfloat16", "float16"))
+    return RunResult(models=(a, odd, only_weights, failed, gone), dtypes=("float32",),
+                     generated="2026-11-22T09:00:00+00:00", inference=asked, fit=request)

@@ -14,6 +14,9 @@ from vramplan.errors import UsageError
 from vramplan.report.plot import write_plot
 
 
+SVG_ODD = ODD.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _svg(run, path) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vramplan"}):
         write_plot(run, str(path))
@@ -34,8 +37,8 @@ def test_bars_and_both_lines(tmp_path):
     assert texts.count("peak on the card (GiB)") == 2
     legend = [t for t in texts if t in ("Parameter", "Buffer", "Activation", "Temp", "allocator cache", "CUDA context")]
     assert legend == ["Parameter", "Activation", "Temp", "allocator cache", "CUDA context"]  # used categories only
-    assert texts.count("org/a") == 3  # a bar and two line legends
-    assert "3.0" in texts and "3.5" not in texts  # the longest bar: 3 GiB of parameters
+    assert texts.count("org/a") == 3 and texts.count(SVG_ODD) == 2  # a bar and two line legends; a bar and one line
+    assert "3.0" in texts and "4.0" in texts and "4.5" not in texts  # bars to 3 GiB, lines to 4 GiB
     for colour in ("#4e79a7", "#e15759", "#b07aa1", "#9c755f", "#bab0ac"):
         assert f"fill: {colour}" in svg
     assert "fill: #76b7b2" not in svg  # buffers are 0 in the first case of every model: no bar part
@@ -51,7 +54,7 @@ def test_bars_only(tmp_path):
     svg = _svg(single, tmp_path / "bars.svg")
     assert 'width="792pt" height="291.6pt"' in svg  # 3 + 0.35 x 3 = 4.05 inches
     assert "input size" not in _texts(svg) and "peak on the card (GiB)" not in _texts(svg)
-    assert ODD.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in svg
+    assert SVG_ODD in svg
 
 
 def test_png_and_refusals(tmp_path):
