@@ -13,6 +13,7 @@ RULE = "\u2500"
 @pytest.mark.parametrize("size, text", [
     (None, "-"), (0, "0 B"), (0.4, "1 B"), (512.3, "513 B"), (1023, "1023 B"),
     (1024, "1.00 KiB"), (1025, "1.01 KiB"), (1546, "1.51 KiB"),  # 1.0009... and 1.5097... KiB round up
+    (1034, "1.01 KiB"),  # 1.0098 KiB: up to the next hundredth, not further
     (10 * 1024, "10.0 KiB"), (100 * 1024 + 1, "101 KiB"), (1048064, "1024 KiB"),  # 1023.5 KiB: four digits kept
     (2**20, "1.00 MiB"), (999 * 2**30, "999 GiB"), (5 * 2**60, "5.00 EiB"), (2**70, "1024 EiB"),  # EiB is the last
     (-2048, "-2.00 KiB"),
@@ -53,3 +54,30 @@ def test_a_table_that_fits_is_one_table_with_headers_kept_whole():
     assert render_table(["model", "long header words", "x"], [["ab", "1 B", "2"]], width=30, numeric=(1,)) == (
         "model  long header words  x\n" + RULE * 27 + "\nab                   1 B  2\n")
     assert render_table(["model", "size"], [["a b", "1 B"]], numeric=(1,)) == "model  size\n" + RULE * 11 + "\na b     1 B\n"
+
+
+def test_a_table_that_wraps_its_first_column_keeps_every_cell_as_typed():
+    # 16 + 2 + 8 + 2 + 8 = 36: one table; the model id folds within the first column, sizes keep their width,
+    # and cells are plain text (no rich markup or emoji codes); the short second row leaves `peak` empty.
+    assert render_table(["model id", "size", "peak"], [["org/a-very-long-model-name-here", "1.00 KiB", "22.0 MiB"],
+                                                      ["[b]m[/b] :smile:", "1 B"]],
+                        width=36, title="Peaks", numeric=(1, 2)).splitlines() == [
+        "Peaks",
+        "model id              size      peak",
+        RULE * 36,
+        "org/a-very-long-  1.00 KiB  22.0 MiB",
+        "model-name-here",
+        "[b]m[/b] :smile:       1 B",
+    ]
+
+
+def test_column_widths_at_the_edges():
+    assert render_table([], []) == "\n"
+    # A column with no header word and no cell needs no width: 1 + 2 + 0 + 2 + 1 = 6 fits in 6.
+    assert render_table(["m", "", "c"], [["m"]], width=6) == "m    c\n" + RULE * 6 + "\nm\n"
+    # The first column claims 25 // 4 = 6 (not 6.25): 6 + 9 + 10 = 25 is one table.
+    one = render_table(["long-first", "col-one", "col-two!"], [["x", "1", "2"]], width=25)
+    assert sum(line.startswith(RULE) for line in one.splitlines()) == 1
+    # A column too wide for any width stays beside the first rather than alone in a part of its own.
+    assert render_table(["m", "very-long-header-word"], [["a", "x"]], width=10) == (
+        "   very-lo\n   ng-head\nm  er-word\n" + RULE * 10 + "\na  x\n")
