@@ -127,6 +127,15 @@ def test_plan_of_whisper_and_speech2text():
     assert (speech.mel_bins, speech.features_per_frame, speech.exact_frames) == (None, 80, None)  # 40 x 2 channels
 
 
+def test_whisper_without_its_two_convolutions_has_no_exact_length():
+    model = _Whisper()
+    del model.encoder.conv1
+    assert plan_inputs(model).exact_frames is None
+    model = _Whisper()
+    del model.encoder.conv2
+    assert plan_inputs(model).exact_frames is None
+
+
 def test_plan_of_a_plain_module():
     assert plan_inputs(_Plain()) == InputPlan("pixel_values", False, 4)
 
@@ -168,8 +177,7 @@ def test_audio_inputs():
     speech = plan_inputs(_Whisper(mel=False))
     assert _shapes(make_inputs(speech, _case(seq_len=7), "m"))[1]["input_features"] == ((2, 7, 80), torch.float16)
     wav = InputPlan("input_values", True, 1)
-    assert _shapes(make_inputs(wav, _case(seq_len=16000, dtype="float32"), "m")) == (
-        [], {"input_values": ((2, 16000), torch.float32)})
+    assert _shapes(make_inputs(wav, _case(seq_len=16000), "m")) == ([], {"input_values": ((2, 16000), torch.float16)})
     with pytest.raises(SimulationError) as exc:
         make_inputs(InputPlan("input_features", True, 1), _case(seq_len=10), "m")
     assert exc.value.reason == ("vramplan cannot tell the layout of this model's `input_features`: "

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch.nn as nn
 
+from vramplan.errors import UsageError
 from vramplan.measure.ties import shared_parameters, tie_in_place, tied_copy
 from vramplan.measure.training import TrainingCase
 from vramplan.measure.training_cases import TrainingRequest, training_cases_for
@@ -74,6 +76,12 @@ def test_tied_copy_returns_the_model_when_nothing_new_is_shared():
     no_method.tie_weights = None
     assert tied_copy(no_method) == (no_method, ())
 
+    class Declared(nn.Module):  # tied keys declared, no tie_weights at all
+        _tied_weights_keys = ["head.weight"]
+
+    bare = Declared()
+    assert tied_copy(bare) == (bare, ())
+
 
 class _Vision(nn.Module):
     def forward(self, pixel_values):
@@ -117,5 +125,8 @@ def test_training_cases_take_sizes_as_inference_picks_them():
     assert text == TrainingCase(batch_size=1, seq_len=256)
     (vision,) = training_cases_for(_Vision(), TrainingRequest(seq_lens=(), device="cuda"), "v")
     assert vision == TrainingCase(batch_size=1, image_size=(224, 224))
+    with pytest.raises(UsageError) as exc:
+        training_cases_for(_Text(), TrainingRequest(image_sizes=((224, 224),)), "t")
+    assert exc.value.args[0] == "`t` is a text model: give --seq-len (tokens), not --image-size"
     lengths = training_cases_for(_Text(), TrainingRequest(seq_lens=(64, 128), lora_rank=4), "t")
     assert [(c.seq_len, c.lora_rank, c.lora_targets) for c in lengths] == [(64, 0, ()), (128, 0, ())]
