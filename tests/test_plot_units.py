@@ -66,3 +66,46 @@ def test_png_and_refusals(tmp_path):
     with pytest.raises(UsageError) as exc:
         write_plot(handmade_run(), str(tmp_path / "missing" / "charts.svg"))
     assert exc.value.args[0] == f"Cannot write `{tmp_path / 'missing' / 'charts.svg'}`: No such file or directory"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures write_plot saves (matplotlib's own savefig, called through)."""
+    import matplotlib.figure
+
+    figures, save = [], matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        figures.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    return figures
+
+
+def test_the_figure_in_gib_stacked_and_labelled(tmp_path, drawn):
+    write_plot(handmade_run(), str(tmp_path / "charts.png"))
+    (fig,) = drawn
+    assert list(fig.get_size_inches()) == [11, 12.05] and len(fig.axes) == 3
+    bars, by_size, by_batch = fig.axes
+    assert bars.get_gridspec().get_height_ratios() == [2, 4, 4]  # max(2, 0.35 x 3 bars), then 4 per line chart
+    # org/a's bar, stacked left to right in GiB: 100, 50, 10, 2 and 500 MiB.
+    first = [(round(p.get_x(), 4), round(p.get_width(), 4), p.get_facecolor()) for p in bars.patches
+             if p.get_y() == -0.4]
+    assert [(x, w) for x, w, _ in first] == [(0.0, 0.0977), (0.0977, 0.0488), (0.1465, 0.0098), (0.1562, 0.002),
+                                             (0.1582, 0.4883)]
+    assert [matplotlib.colors.to_hex(c) for *_, c in first] == ["#4e79a7", "#e15759", "#b07aa1", "#9c755f", "#bab0ac"]
+    assert max(p.get_width() for p in bars.patches) == 3.0  # the odd model's 3 GiB of parameters
+    assert bars.get_ylim()[0] > bars.get_ylim()[1]  # inverted: the first model on top
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["org/a", ODD, "org/w"]
+    assert (bars.get_title(), bars.get_xlabel()) == ("Peak memory by category", "GiB")
+    assert [(line.get_label(), [round(v, 4) for v in line.get_ydata()], line.get_marker(), line.get_color())
+            for line in by_size.get_lines()] == [("org/a", [0.6465, 0.8916, 1.1816], "o", "#4e79a7"),
+                                                 (ODD, [3.0, 4.0], "o", "#f28e2b")]
+    assert list(by_batch.get_lines()[0].get_xdata()) == ["1", "2"]
+    for ax, xlabel in zip(fig.axes, ("GiB", "input size", "batch size")):
+        legend = ax.get_legend()
+        assert ax.get_xlabel() == xlabel and legend._loc == 2  # upper left
+        assert legend.get_texts()[0].get_fontsize() == 7
+        assert tuple(legend.get_bbox_to_anchor()._bbox.bounds[:2]) == (1.01, 1.0)  # beside the plot
+    assert by_size.get_ylabel() == by_batch.get_ylabel() == "peak on the card (GiB)"
