@@ -124,3 +124,34 @@ def test_fit_cell_json_and_limit():
     assert entry["seq_len"] == 512 and "image_size" not in entry
     assert entry["largest_image_size"] == 0 and entry["error"] == "it broke" and entry["cheapest_precision"] is None
     assert MAX_BATCH == 65536
+
+
+def test_a_hint_past_the_answer_falls_back_to_the_secant():
+    # 1 + 150 // 60 = 3 (1300, over): not the probe at 2, so the search goes on; secant through 1 and 3 (slope
+    # 100): 3 - 1 = 2 (1200, fits); the bracket (2, 3) settles it.
+    assert tried(linear, 1250, slope_hint=60) == (2, [1, 3, 2])
+
+
+def test_a_slope_under_one_byte_a_sample_still_takes_secant_steps():
+    # 1000 + n // 2: 1000, 1001: slope 1, 2 + 99 = 101 (1050); through 2 and 101 (slope 0.495): 101 + 101 = 202
+    # (1101, over); through 101 and 202 (slope 0.505): 202 - 2 = 200 (1100, fits); gallop up: 201 fits.
+    assert tried(lambda n: 1000 + n // 2, 1100) == (201, [1, 2, 101, 202, 200, 201])
+
+
+def test_the_gallop_up_stays_below_the_bracket():
+    def step(n: int) -> int:
+        return 1000 + 100 * n + (3000 if n > 10 else 0) + n * n // 50
+
+    # 1 + 1900 // 50 = 39 (7930, over); secant: 11 (5102, over), then below 2 (2: 1200), then 2 + 1800 // 433.6
+    # = 6 (1600). Bracket (6, 11), 6 nearer: gallop up 7, 9, then min(10, 13) = 10 (2002, fits): 10.
+    assert tried(step, 3000, slope_hint=50) == (10, [1, 39, 11, 2, 6, 7, 9, 10])
+
+
+def test_the_gallop_down_stays_above_the_bracket():
+    def blocks(n: int) -> int:
+        return -(-(1000 + 7 * n) // 256) * 256
+
+    # The hint's 1 + 226 // 300 = 1 is raised to 2 (1024, as 1); equal peaks: 16 (1280, over); secant through 1 and
+    # 16: 14 (over); through 16 and 14 the slope is 0. Bracket (2, 14), 14 nearer: 13, 11, 7 (over), then
+    # max(3, 7 - 8) = 3 (fits); bisect: 5 and 4 over.
+    assert tried(blocks, 1250, slope_hint=300) == (3, [1, 2, 16, 14, 13, 11, 7, 3, 5, 4])
