@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import replace
 
-from handmade_run import BIG, MiB, ODD, OLD, handmade_run
+from handmade_run import BIG, GiB, MiB, ODD, OLD, handmade_run
 
 from vramplan.report.charts import Breakdown, Series, breakdowns, by_batch, by_input_size, used_categories
 from vramplan.report.fit_text import (
@@ -200,3 +200,31 @@ def test_a_line_chart_grows_for_many_models():
     assert ('<svg class="chart by-size" role="img" aria-label="Peak on the card against input size" width="1000" '
             'height="408"') in page
     assert '<text x="696" y="384" font-size="10">m22</text>' in page  # 20 + 12 + 22 * 16
+
+
+def test_charts_of_cpu_cases_buffers_and_repeated_sizes():
+    from handmade_run import case, measured
+
+    from vramplan.measure.activations import InferenceCase, InferenceMeasurement
+    from vramplan.results import ModelResult
+
+    cpu = InferenceMeasurement(case=InferenceCase(batch_size=1, dtype="float32", attn="sdpa", device="cpu",
+                                                  image_size=(224, 224)),
+                               parameter_bytes=MiB, buffer_bytes=2 * MiB, activation_bytes=3 * MiB, temp_bytes=0,
+                               peak_allocated_bytes=6 * MiB, peak_device_bytes=6 * MiB, overheads=())
+    run = handmade_run()
+    first = run.models[0]
+    models = (
+        run.models[3],  # failed, no bar, no line: the models after it still count
+        ModelResult(model="cpu", reference="cpu", library="timm", source=None, status="ok", inference=(cpu,)),
+        replace(first, inference=(measured(case(224), buffers=3 * MiB), measured(case(224)),  # the same x twice
+                                  measured(case(1024, 2), activ=GiB), *first.inference[1:])),
+    )
+    bars = breakdowns(replace(run, models=models))
+    assert [b.model for b in bars] == ["cpu", "org/a"]
+    assert dict(bars[0].parts) == {"Parameter": MiB, "Buffer": 2 * MiB, "Gradient": 0, "Optstate": 0,
+                                   "Activation": 3 * MiB, "Temp": 0, "allocator cache": 0, "CUDA context": 0}
+    assert dict(bars[1].parts)["Buffer"] == 3 * MiB and bars[0].caption == "224px, batch 1, float32"
+    # 224px once (the first), 1024px left out (batch 2 only), then the sizes of batch 1.
+    (line,) = by_input_size(replace(run, models=models))
+    assert line == Series("org/a", (("224px", 663 * MiB), ("512px", 913 * MiB), ("512x256px", 1210 * MiB)))
