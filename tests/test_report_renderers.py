@@ -189,7 +189,7 @@ def test_html_of_a_run_with_nothing_to_chart():
         '<ul class="errors note"><li><b>org/f</b>: could not build: &lt;bad&gt;</li><li><b>org/g</b>: gone</li></ul>\n'
         "</body></html>\n")
     fine = render_html(replace(run, models=run.models[:3]))
-    assert "errors note" not in fine
+    assert "errors note" not in fine and '</p>\n<h2 id="breakdown">' in fine  # the legend, then the bars
 
 
 def test_a_line_chart_grows_for_many_models():
