@@ -120,6 +120,12 @@ def test_plan_of_a_text_model_takes_the_shortest_position_table():
     assert plan_inputs(_Text(encoder_decoder=True)).decoder_tokens == 0  # as many decoder tokens as encoder ones
 
 
+def test_a_decoder_input_without_an_encoder_decoder_config_is_not_fed():
+    model = _Text(encoder_decoder=True)
+    del model.config.is_encoder_decoder  # the forward takes decoder_input_ids, the config does not say
+    assert plan_inputs(model).decoder_tokens is None
+
+
 def test_plan_of_whisper_and_speech2text():
     assert plan_inputs(_Whisper()) == InputPlan("input_features", True, 3, decoder_tokens=448, mel_bins=80,
                                                 exact_frames=3000)  # 1500 positions x strides 1 and 2
@@ -203,6 +209,7 @@ def test_refusals_of_images_by_length_and_of_unknown_inputs():
     with pytest.raises(SimulationError) as exc:
         make_inputs(InputPlan("inputs_embeds", True, 3), _case(seq_len=8), "m")
     assert exc.value.reason == "vramplan cannot make this model's `inputs_embeds`: state it with --input-shape"
+    assert exc.value.reference == "m"
 
 
 def test_stated_input_shapes_take_the_batch_and_the_case_dtype():
