@@ -21,6 +21,12 @@ def _case(**kw) -> InferenceCase:
     return InferenceCase(**{"batch_size": 2, "dtype": "float16", "attn": "sdpa", "device": "cpu", **kw})
 
 
+def _reason(exc) -> str:
+    """A refusal's reason, after checking it names the model (the one-line message starts with it)."""
+    assert exc.value.reference == "m"
+    return exc.value.reason
+
+
 def test_input_shape_text_is_the_flag_spelling():
     assert InputShape("input_ids", (1, 128), "int64").text() == "input_ids:1x128:int64"
     assert InputShape(None, (2, 3, 4)).text() == "2x3x4"
@@ -168,7 +174,7 @@ def test_text_inputs_and_the_position_limit():
         [], {"input_ids": ((2, 512), torch.int64), "decoder_input_ids": ((2, 512), torch.int64)})
     with pytest.raises(SimulationError) as exc:
         make_inputs(plan, _case(seq_len=513), "m")
-    assert exc.value.reason == ("--seq-len 513 is longer than the model's 512 positions (its learned position table "
+    assert _reason(exc) == ("--seq-len 513 is longer than the model's 512 positions (its learned position table "
                                 "`position_embeddings`): a real run raises; use --seq-len 512 or less")
 
 
@@ -178,7 +184,7 @@ def test_audio_inputs():
         [], {"input_features": ((2, 80, 3000), torch.float16), "decoder_input_ids": ((2, 448), torch.int64)})
     with pytest.raises(SimulationError) as exc:
         make_inputs(whisper, _case(seq_len=1000), "m")
-    assert exc.value.reason == ("--seq-len counts mel frames for this model, and its encoder takes exactly 3000 (30 s "
+    assert _reason(exc) == ("--seq-len counts mel frames for this model, and its encoder takes exactly 3000 (30 s "
                                 "at 100 frames/s; shorter audio is padded): give --seq-len 3000 or leave it out")
     speech = plan_inputs(_Whisper(mel=False))
     assert _shapes(make_inputs(speech, _case(seq_len=7), "m"))[1]["input_features"] == ((2, 7, 80), torch.float16)
@@ -186,7 +192,7 @@ def test_audio_inputs():
     assert _shapes(make_inputs(wav, _case(seq_len=16000), "m")) == ([], {"input_values": ((2, 16000), torch.float16)})
     with pytest.raises(SimulationError) as exc:
         make_inputs(InputPlan("input_features", True, 1), _case(seq_len=10), "m")
-    assert exc.value.reason == ("vramplan cannot tell the layout of this model's `input_features`: "
+    assert _reason(exc) == ("vramplan cannot tell the layout of this model's `input_features`: "
                                 "state it with --input-shape")
 
 
@@ -198,18 +204,17 @@ def test_audio_inputs():
 def test_an_image_size_for_a_sequence_model_says_what_seq_len_counts(plan, counts):
     with pytest.raises(SimulationError) as exc:
         make_inputs(plan, _case(image_size=(8, 8)), "m")
-    assert exc.value.reason == (f"the model takes `{plan.name}`, not images: give a sequence length (--seq-len, "
+    assert _reason(exc) == (f"the model takes `{plan.name}`, not images: give a sequence length (--seq-len, "
                                 f"{counts}) or --input-shape")
 
 
 def test_refusals_of_images_by_length_and_of_unknown_inputs():
     with pytest.raises(SimulationError) as exc:
         make_inputs(plan_inputs(_Vision()), _case(seq_len=8), "m")
-    assert exc.value.reason == "the model takes images: give an image size (--image-size) or --input-shape, not --seq-len"
+    assert _reason(exc) == "the model takes images: give an image size (--image-size) or --input-shape, not --seq-len"
     with pytest.raises(SimulationError) as exc:
         make_inputs(InputPlan("inputs_embeds", True, 3), _case(seq_len=8), "m")
-    assert exc.value.reason == "vramplan cannot make this model's `inputs_embeds`: state it with --input-shape"
-    assert exc.value.reference == "m"
+    assert _reason(exc) == "vramplan cannot make this model's `inputs_embeds`: state it with --input-shape"
 
 
 def test_stated_input_shapes_take_the_batch_and_the_case_dtype():
@@ -243,6 +248,12 @@ def test_fit_image_size_sets_timm_models_to_the_case_size():
     bare.pretrained_cfg = None  # not built by timm: left alone
     fit_image_size(bare, _case(image_size=(64, 32)), "m")
     assert bare.sizes == []
+
+    class Sized(nn.Module):  # a set_input_size, no pretrained_cfg at all
+        def set_input_size(self, img_size):
+            raise AssertionError("not a timm model: not called")
+
+    fit_image_size(Sized(), _case(image_size=(64, 32)), "m")
     with pytest.raises(SimulationError) as exc:
         fit_image_size(_Timm(fail=True), _case(image_size=(64, 32)), "m")
-    assert exc.value.reason == "timm could not set the input size to (64, 32): ValueError: odd size"
+    assert _reason(exc) == "timm could not set the input size to (64, 32): ValueError: odd size"
