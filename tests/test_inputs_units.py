@@ -124,6 +124,9 @@ def test_plan_of_a_text_model_takes_the_shortest_position_table():
     assert plan == InputPlan("input_ids", True, 3, native_image_size=(224, 224), max_positions=512,
                              position_table="position_embeddings")
     assert plan_inputs(_Text(encoder_decoder=True)).decoder_tokens == 0  # as many decoder tokens as encoder ones
+    marian = _Text(encoder_decoder=True)
+    marian.config.max_target_positions = 448  # a fixed decoder length is Whisper's (audio) alone
+    assert plan_inputs(marian).decoder_tokens == 0
 
 
 def test_a_decoder_input_without_an_encoder_decoder_config_is_not_fed():
