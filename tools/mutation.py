@@ -68,7 +68,8 @@ def _copy_tree(workdir: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def _configure(workdir: Path, only: list[str], isolation: str, candidates: list[str]) -> None:
+def _configure(workdir: Path, only: list[str], isolation: str, candidates: list[str],
+               timeout_multiplier: float = 15.0) -> None:
     tests = [t for t in candidates if (workdir / t).exists()]
     toml = workdir / "pyproject.toml"
     toml.write_text(
@@ -80,6 +81,9 @@ def _configure(workdir: Path, only: list[str], isolation: str, candidates: list[
         # A fresh `vramplan` process imports the installed package, not the mutated copy.
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-k", "not fresh_process and not validate_gpu"]\n'
         + f'process_isolation = "{isolation}"\n'
+        # A mutant's CPU-time limit is (its tests' time + 1 s) x this x 2: mutmut's 15 lets a looping mutant of
+        # a function every slow test reaches run for most of an hour.
+        + f"timeout_multiplier = {timeout_multiplier}\n"
         + "use_git_change_detection = false\n"
         + 'also_copy = ["bench", "docs", "README.md", "constraints.txt"]\n'
     )
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=0,
                         help="run only this many mutants drawn at random (the others are reported as unrun)")
     parser.add_argument("--seed", type=int, default=13, help="the random draw of --sample (13)")
+    parser.add_argument("--timeout-multiplier", type=float, default=15.0,
+                        help="mutmut's timeout_multiplier (15): lower it where a looping mutant would run for long")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vramplan-mutation"))
     parser.add_argument("--reuse", action="store_true", help="score the last run in --workdir, run nothing")
     parser.add_argument("--survivors", action="store_true", help="print the diff of each survivor")
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if not args.reuse:
         _copy_tree(args.workdir)
-        _configure(args.workdir, args.only, args.isolation, args.tests)
+        _configure(args.workdir, args.only, args.isolation, args.tests, args.timeout_multiplier)
         run = ["nice", "-n", "10", *mutmut, "run", "--max-children", str(args.children)]
         picked = _sampled(args.workdir, run, env, args.sample, args.seed) if args.sample else []
         subprocess.run([*run, *picked], cwd=args.workdir, env=env, check=False)
