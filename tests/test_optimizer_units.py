@@ -26,8 +26,9 @@ def test_the_step_float_read_is_answered_zero():
 
 @pytest.mark.parametrize("phase", ["forward", "backward"])
 def test_a_float_read_outside_the_step_is_refused(phase):
-    with pytest.raises(SimulationError, match="reads a torch.float32 tensor's value"):
-        answer_read(_meta(torch.float32), phase, "m")
+    with pytest.raises(SimulationError, match="reads a torch.float32 tensor's value") as caught:
+        answer_read(_meta(torch.float32), phase, "org/model-x")
+    assert "org/model-x" in str(caught.value)  # the refusal names the model
 
 
 def test_a_float_read_of_many_values_in_the_step_is_refused():
@@ -92,3 +93,12 @@ def test_8bit_step_decays_the_weights_in_place():
     AdamW8bitStates([p], lr=1e-4).step()
     assert p.data_ptr() == before
     assert torch.equal(p.detach(), torch.full((3,), 1 - 1e-6))
+
+
+def test_8bit_step_runs_on_real_cpu_parameters():
+    """The 32-bit update touches only float32 states: a uint8 state multiplied in place by a float
+    is refused on real tensors (meta tensors let it pass, so the simulation cannot tell)."""
+    _, state = _stepped(4096, "cpu", steps=2)
+    assert state["step"] == 2 and state["state1"].dtype == torch.uint8
+    _, small = _stepped(8, "cpu")
+    assert small["state1"].dtype == torch.float32
