@@ -102,3 +102,27 @@ def test_8bit_step_runs_on_real_cpu_parameters():
     assert state["step"] == 2 and state["state1"].dtype == torch.uint8
     _, small = _stepped(8, "cpu")
     assert small["state1"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision", ["amp-fp16", "amp-bf16", "fp32", "bf16"])
+def test_only_amp_fp16_gets_an_enabled_cpu_grad_scaler(precision):
+    """The CPU check runs the same `grad_scaler`, so only a direct test sees it missing or disabled."""
+    from vramplan.measure.optimizers import grad_scaler
+    from vramplan.measure.training import TrainingCase
+
+    case = TrainingCase(batch_size=1, precision=precision, optimizer="adamw", device="cpu", image_size=(64, 64))
+    scaler = grad_scaler(case)
+    if precision != "amp-fp16":
+        assert scaler is None
+        return
+    assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled()
+    assert scaler._device == "cpu" and scaler.get_scale() == 2.0**16
+
+
+def test_an_unknown_optimizer_is_named_in_the_refusal():
+    from types import SimpleNamespace
+
+    from vramplan.measure.optimizers import make_optimizer
+
+    with pytest.raises(ValueError, match="no optimizer 'lion' here"):
+        make_optimizer([torch.nn.Parameter(torch.zeros(2))], SimpleNamespace(optimizer="lion"))
