@@ -65,3 +65,23 @@ def test_the_inference_caster_casts_for_its_target():
         _, cpu_kwargs = _WeightCaster("cpu", module).cast(F.softmax, (x, -1), {})
     assert cuda_kwargs == {"dtype": torch.float32}
     assert cpu_kwargs == {}
+
+
+def test_each_rule_casts_as_cuda_autocast_does():
+    """bfloat16 autocast on the CUDA target: fp32 ops get float32 inputs, promote ops the widest dtype,
+    fp32_opt ops a float32 dtype unless one is given or every input is already float32 (or not floating);
+    with autocast off nothing is cast."""
+    caster = AutocastCaster("cuda")
+    half = torch.empty((2, 4), dtype=torch.bfloat16, device="meta")
+    full = torch.empty((2, 4), device="meta")
+    ints = torch.empty((2, 4), dtype=torch.int64, device="meta")
+    (x, _), _ = caster.cast(F.layer_norm, (half, (4,)), {})
+    assert x.dtype == torch.bfloat16  # autocast off
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (x, _), _ = caster.cast(F.layer_norm, (half, (4,)), {})
+        assert x.dtype == torch.float32
+        (parts,), _ = caster.cast(torch.cat, ([half, full],), {})
+        assert [p.dtype for p in parts] == [torch.float32, torch.float32]
+        assert caster.cast(torch.softmax, (half, -1), {"dtype": torch.float16})[1] == {"dtype": torch.float16}
+        assert caster.cast(torch.cumsum, (ints, 0), {})[1] == {}
+        assert caster.cast(torch.cumsum, (full, 0), {})[1] == {}
