@@ -15,9 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vramplan.measure import cpu_kernels
-from vramplan.measure.activations import InferenceCase, measure_inference
-from vramplan.measure.inputs import InputShape
-from vramplan.testing.allocator import cpu_peak_above_baseline
+from test_conv_kernels import _compare  # the same comparison, one copy
 
 TOLERANCE = 0.02
 AVX512 = "AVX512" in torch.backends.cpu.get_cpu_capability()
@@ -65,17 +63,7 @@ def _causal_sdpa(x):
 
 def _measure(make, shape: tuple[int, ...], dtype: str) -> tuple[int, int, int]:
     """(simulated peak above weights and input, kernel memory at that peak, the real allocator's peak)."""
-    with torch.device("meta"):
-        meta = make()
-    case = InferenceCase(batch_size=shape[0], dtype=dtype, attn="sdpa", device="cpu",
-                         inputs=(InputShape("x", shape),))
-    m = measure_inference(meta, case, reference="kernel")
-    torch.manual_seed(0)
-    real_model = make().to(getattr(torch, dtype)).eval()
-    x = torch.randn(*shape, dtype=getattr(torch, dtype))
-    real = cpu_peak_above_baseline(real_model, {"x": x})
-    simulated = m.peak_allocated_bytes - m.parameter_bytes - m.buffer_bytes - x.numel() * x.element_size()
-    return simulated, m.temp_bytes, real
+    return _compare(make, shape, dtype)
 
 
 # (make, input shape, {dtype: kernel memory at the peak, in bytes, worked by hand (es: element size)})

@@ -113,8 +113,8 @@ def test_refusals_are_usage_errors():
     assert exc.value.args[0] == "--max-image-size searches image sizes: it needs a vision model"
     with pytest.raises(UsageError) as exc:
         fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), mode="train", seq_lens=(64,)), "tiny-bert")
-    assert exc.value.args[0] == ("--mode train needs the training simulation (issue 9), which this build does not "
-                                 "have yet")
+    assert exc.value.args[0] == ("vramplan fit searches inference batches only: for training, compare batches "
+                                 "with `vramplan estimate MODEL --mode train --batch-size 8,16,32`")
     (cell,) = fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,)), "tiny-bert")
     assert cell.seq_len == 64 and cell.image_size is None and cell.as_json()["seq_len"] == 64
 
