@@ -49,13 +49,32 @@ def _meta(config: dict):
     return build_model(ModelSpec(reference="tiny", model_id="tiny", library="transformers", source="test", config=config))
 
 
-def _compare(config: dict, case: TrainingCase):
+def _compare(config: dict, case: TrainingCase, *, fresh: bool = False):
     simulated = measure_training(_meta(config), case, reference="tiny")
-    real = cpu_training_peak(random_task_model(config), case)
+    real = _real_in_a_fresh_process(config, case) if fresh else cpu_training_peak(random_task_model(config), case)
     assert abs(simulated.peak_allocated_bytes - real.peak) <= TOLERANCE * real.peak, (
         f"simulated {simulated.peak_allocated_bytes} vs allocator {real.peak} bytes"
     )
     return simulated, real
+
+
+def _real_in_a_fresh_process(config: dict, case: TrainingCase):
+    """The real two steps in a new interpreter. Known limitation of the in-process check: after the whole suite's
+    earlier tests (not after any one file of them), the profiler of BERT's checkpointed fp32 steps recorded no
+    allocation after the trainee's copy (a real peak of weights x 2, 1,283,736 bytes, against 3.3 MB simulated,
+    and 3.3 MB real in a fresh process); the cause is not found. The self-autocast check below does the same."""
+    import json
+
+    from vramplan.testing.training import RealTrainingPeak
+
+    script = ("import json, sys; from vramplan.measure.training import TrainingCase; "
+              "from vramplan.testing.training import cpu_training_peak, random_task_model; "
+              f"real = cpu_training_peak(random_task_model(json.loads(sys.argv[1])), {case!r}); "
+              "print(json.dumps([real.peak, real.phase_peaks]))")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(config)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    peak, phase_peaks = json.loads(done.stdout.strip().splitlines()[-1])
+    return RealTrainingPeak(peak=peak, phase_peaks=phase_peaks)
 
 
 # fp32 + AdamW is test_adamw_step_temporaries_match_the_cpu_run; the others cross precision and optimizer.
@@ -135,7 +154,7 @@ def test_lora_through_peft(config, kw):
                                                 (BERT_CLS, {"seq_len": 64}, "fp32")])
 def test_gradient_checkpointing(config, kw, precision):
     case = TrainingCase(batch_size=2, precision=precision, grad_checkpointing=True, device="cpu", num_labels=10, **kw)
-    checkpointed, _ = _compare(config, case)
+    checkpointed, _ = _compare(config, case, fresh=True)
     plain = measure_training(_meta(config), TrainingCase(batch_size=2, precision=precision, device="cpu",
                                                          num_labels=10, **kw), reference="tiny")
     assert checkpointed.activation_bytes <= plain.activation_bytes
