@@ -1,0 +1,49 @@
+"""Refusals of the training simulation name the model and say why (mutation survivors of measure/training.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vramplan.build import build_model
+from vramplan.errors import SimulationError
+from vramplan.measure.training import TrainingCase, measure_training
+from vramplan.spec import ModelSpec
+
+
+class _ReadsAFloatWhileTraining(nn.Module):
+    """A patch embedding whose training forward reads a value (`float(tensor)`); the probe's sizing forward,
+    under no_grad, does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 8, stride=8)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        return tokens * (float(tokens.mean()) if torch.is_grad_enabled() else 1.0)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_value_read_in_the_training_forward_is_refused_naming_the_model():
+    with torch.device("meta"):
+        model = _ReadsAFloatWhileTraining()
+    case = TrainingCase(batch_size=2, precision="fp32", device="cpu", image_size=(32, 32), num_labels=4)
+    with pytest.raises(SimulationError) as exc:
+        measure_training(model, case, reference="reads-a-float")
+    assert str(exc.value) == (
+        "Could not simulate the forward pass of `reads-a-float`: the forward reads a torch.float32 tensor's value "
+        "(`.item()`), which can decide a tensor's size; it cannot be simulated without data")
+
+
+def test_the_linear_probe_of_a_text_backbone_is_refused_with_the_task_class_to_use():
+    config = {"model_type": "bert", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_hidden_layers": 1, "vocab_size": 100, "max_position_embeddings": 64}
+    model = build_model(ModelSpec(reference="tiny-bert", model_id="tiny-bert", library="transformers",
+                                  source="test", config=config))
+    with pytest.raises(SimulationError) as exc:
+        measure_training(model, TrainingCase(batch_size=1, device="cpu", seq_len=16), reference="tiny-bert")
+    assert str(exc.value) == (
+        "Could not simulate the forward pass of `tiny-bert`: the linear probe is for vision backbones: a text model "
+        "needs a task class (architectures[0] such as BertForSequenceClassification)")
