@@ -47,3 +47,38 @@ def test_the_linear_probe_of_a_text_backbone_is_refused_with_the_task_class_to_u
     assert str(exc.value) == (
         "Could not simulate the forward pass of `tiny-bert`: the linear probe is for vision backbones: a text model "
         "needs a task class (architectures[0] such as BertForSequenceClassification)")
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+
+    def forward(self, x, *, scale):  # a keyword argument the block cannot do without
+        return torch.relu(self.fc(x)) * scale
+
+
+class _KeywordBlocks(nn.Module):
+    """A plain (torch.hub-style) backbone whose blocks take a keyword argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 64, 4, stride=4)
+        self.blocks = nn.ModuleList(_Block() for _ in range(3))
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            tokens = block(tokens, scale=0.5)
+        return tokens
+
+
+def test_checkpointed_blocks_of_a_plain_module_keep_their_keyword_arguments():
+    with torch.device("meta"):
+        model = _KeywordBlocks()
+    case = dict(batch_size=64, precision="fp32", device="cpu", image_size=(64, 64), num_labels=4)
+    plain = measure_training(model, TrainingCase(**case), reference="keyword-blocks")
+    with torch.device("meta"):
+        model = _KeywordBlocks()
+    checkpointed = measure_training(model, TrainingCase(**case, grad_checkpointing=True), reference="keyword-blocks")
+    assert checkpointed.activation_bytes < plain.activation_bytes  # the blocks ran, checkpointed, with `scale`
