@@ -82,3 +82,26 @@ def test_checkpointed_blocks_of_a_plain_module_keep_their_keyword_arguments():
         model = _KeywordBlocks()
     checkpointed = measure_training(model, TrainingCase(**case, grad_checkpointing=True), reference="keyword-blocks")
     assert checkpointed.activation_bytes < plain.activation_bytes  # the blocks ran, checkpointed, with `scale`
+
+
+class _MaskedAttention(nn.Module):
+    """Patch tokens through SDPA with a boolean mask (the CPU flash kernel takes it as an additive float mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 32, 8, stride=8)
+        self.qkv = nn.Linear(32, 96)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(tokens).unflatten(-1, (3, 2, 16)).permute(2, 0, 3, 1, 4)
+        keep = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool, device=x.device).tril()
+        return tokens + nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).flatten(2)
+
+
+def test_a_boolean_attention_mask_in_a_training_forward_is_simulated():
+    with torch.device("meta"):
+        model = _MaskedAttention()
+    case = TrainingCase(batch_size=2, precision="fp32", device="cpu", image_size=(64, 64), num_labels=4)
+    measured = measure_training(model, case, reference="masked-attention")
+    assert measured.peak_allocated_bytes > measured.parameter_bytes * 4  # weights, gradients, two AdamW states
