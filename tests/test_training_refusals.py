@@ -105,3 +105,16 @@ def test_a_boolean_attention_mask_in_a_training_forward_is_simulated():
     case = TrainingCase(batch_size=2, precision="fp32", device="cpu", image_size=(64, 64), num_labels=4)
     measured = measure_training(model, case, reference="masked-attention")
     assert measured.peak_allocated_bytes > measured.parameter_bytes * 4  # weights, gradients, two AdamW states
+
+
+def test_a_frozen_task_model_trains_only_what_is_outside_its_base_model():
+    config = {"model_type": "vit", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_hidden_layers": 1, "image_size": 32, "patch_size": 16, "num_labels": 10,
+              "architectures": ["ViTForImageClassification"]}
+    model = build_model(ModelSpec(reference="tiny-vit", model_id="tiny-vit", library="transformers", source="test",
+                                  config=config))
+    case = TrainingCase(batch_size=1, precision="fp32", device="cpu", image_size=(32, 32), freeze="backbone",
+                        num_labels=10)
+    measured = measure_training(model, case, reference="tiny-vit")
+    assert measured.trainable_parameters == 32 * 10 + 10  # the classifier; `vit.` is the base model
+    assert measured.optimizer_state_bytes == 2 * 330 * 4 + 2 * 4  # AdamW's two states and a step per tensor
