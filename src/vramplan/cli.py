@@ -571,11 +571,12 @@ def _split_options(args: argparse.Namespace) -> dict:
 
 
 def _jobs(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a number of processes (1 or more) or auto, not {text!r}")
-    return int(text)
+    from .workers import parse_jobs
+
+    try:
+        return parse_jobs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:

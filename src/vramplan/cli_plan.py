@@ -125,6 +125,7 @@ def add_fit(sub) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     from .cli import _render
     from .pipeline import estimate
+    from .plan.fit import TRAIN_NOT_SEARCHED
     from .report.fit_text import render_fit_markdown, render_fit_text
     from .report.html import render_html
     from .report.json_report import render_json
@@ -132,8 +133,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     request = fit_request(args, args.mode)
     if args.mode == "train":
-        raise UsageError("vramplan fit searches inference batches only: for training, compare batches with "
-                         "`vramplan estimate MODEL --mode train --batch-size 8,16,32`")
+        raise UsageError(TRAIN_NOT_SEARCHED)  # before any model is built, not once per model
     run = estimate(args.models, fit=request, library=args.library, trust_remote_code=args.trust_remote_code,
                    revision=args.revision, timeout=args.timeout, checkpoint=False, debug=args.debug,
                    jobs=args.jobs)

@@ -38,20 +38,32 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def parse_jobs(value: int | str | None) -> int | str:
+    """`--jobs` as given: "auto" (or None), or a whole number of processes, 1 or more.
+
+    Raises:
+        ValueError: anything else, named in the message (the CLI and resolve_jobs word it as theirs).
+    """
+    if value is None or value == "auto":
+        return "auto"
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
+        return number
+    raise ValueError(f"a number of processes (1 or more) or auto, not {value!r}")
+
+
 def resolve_jobs(jobs: int | str | None, models: int, *, simulates: bool) -> int:
     """How many processes measure `models` models: `jobs`, or for "auto"/None the cores when it pays.
 
     "auto" (the CLI's default) is one process unless two or more models are simulated (a weights-only
     report is done in less time than a worker takes to import torch).
     """
-    if jobs in (None, "auto"):
+    try:
+        jobs = parse_jobs(jobs)
+    except ValueError as exc:
+        raise UsageError(f"--jobs: {exc}") from None
+    if jobs == "auto":
         return max(1, min(cores(), models)) if simulates and models > 1 else 1
-    if isinstance(jobs, str):
-        if not jobs.isdigit():
-            raise UsageError(f"--jobs takes a whole number of processes or auto, got {jobs!r}")
-        jobs = int(jobs)
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}")
     return max(1, min(jobs, models))
 
 

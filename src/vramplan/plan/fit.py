@@ -38,6 +38,8 @@ MAX_IMAGE_STEPS = 1 << 10  # 16 px patches: up to 16384 px
 SECANT_STEPS = 3
 
 PeakFn = Callable[[int], int]
+TRAIN_NOT_SEARCHED = ("vramplan fit searches inference batches only: for training, compare batches with "
+                      "`vramplan estimate MODEL --mode train --batch-size 8,16,32`")
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,7 @@ def fit_model(model: "nn.Module", request: FitRequest, reference: str) -> tuple[
     from ..measure.cases import InferenceRequest, cases_for
 
     if request.mode != "inference":
-        raise UsageError("vramplan fit searches inference batches only: for training, compare batches with "
-                         "`vramplan estimate MODEL --mode train --batch-size 8,16,32`")
+        raise UsageError(TRAIN_NOT_SEARCHED)
     cells = []
     slopes: dict = {}  # (input size, dtype) -> bytes per sample found on an earlier card
     for gpu in request.gpus:
