@@ -127,7 +127,7 @@ def measure(repeats: int) -> str:
 | same, `--format html --plot report.png` (matplotlib) | {plot_wall:.2f} s | {plot_cpu:.2f} s |
 
 - fit target (at most 60 s on 2 cores): **{fit_ok}** in CPU time, the figure other processes on the machine do not
-  inflate ({fit_cpu:.1f} s; the process runs on one core). Batches simulated per cell by the search: median
+  inflate ({fit_cpu:.1f} s, summed over the CLI and its worker process (`--jobs auto`); {fit_wall:.1f} s of wall time). Batches simulated per cell by the search: median
   {statistics.median(sims):g}, max {max(sims)} (the precision column adds one float32 forward at batch 1).
 - HTML target (at most 1 s beyond the estimate it shows): **{html_ok}**: in one process, after the estimate,
   rendering the page takes {html_render * 1000:.0f} ms (the text report {text_render * 1000:.0f} ms), best of 5. The page
