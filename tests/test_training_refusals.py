@@ -118,3 +118,42 @@ def test_a_frozen_task_model_trains_only_what_is_outside_its_base_model():
     measured = measure_training(model, case, reference="tiny-vit")
     assert measured.trainable_parameters == 32 * 10 + 10  # the classifier; `vit.` is the base model
     assert measured.optimizer_state_bytes == 2 * 330 * 4 + 2 * 4  # AdamW's two states and a step per tensor
+
+
+class _Tokens(nn.Module):
+    pass
+
+
+def _with(**attributes) -> nn.Module:
+    module = _Tokens()
+    for name, value in attributes.items():
+        setattr(module, name, value)
+    return module
+
+
+@pytest.mark.parametrize("attributes, prefix", [
+    ({}, 1),                                       # a plain backbone: the class token only
+    ({"num_prefix_tokens": 5}, 5),                 # timm counts the class token in
+    ({"n_storage_tokens": 4}, 5),                  # DINOv3 on torch.hub: class token + 4 registers
+    ({"config": type("C", (), {"num_register_tokens": 4})()}, 5),  # DINOv3 in transformers
+])
+def test_the_probe_averages_the_tokens_after_the_class_token_and_registers(attributes, prefix):
+    from vramplan.measure.training import count_prefix_tokens
+
+    assert count_prefix_tokens(_with(**attributes)) == prefix
+
+
+@pytest.mark.parametrize("q_shape, k_heads, dropout, kernel", [
+    ((2, 4, 16, 8), 4, 0.0, "cpu-flash"),
+    ((2, 4, 16, 8), 4, 0.1, "math"),   # the CPU flash kernel has no dropout
+    ((2, 4, 16, 8), 2, 0.0, "math"),   # grouped-query attention
+    ((4, 16, 8), 4, 0.0, "math"),      # not 4-D
+])
+def test_a_training_forward_falls_back_to_the_math_kernel_where_cpu_flash_cannot_run(q_shape, k_heads, dropout,
+                                                                                      kernel):
+    from vramplan.measure.training import training_sdpa_kernel
+
+    q = torch.empty(q_shape, device="meta")
+    k = torch.empty((*q_shape[:-3], k_heads, *q_shape[-2:]), device="meta")
+    case = TrainingCase(batch_size=2, precision="fp32", device="cpu", image_size=(32, 32))
+    assert training_sdpa_kernel(case, q, k, k, None, dropout) == kernel

@@ -320,6 +320,14 @@ class LinearProbe:
             return _Probe()
 
 
+def count_prefix_tokens(module: "nn.Module") -> int:
+    """Tokens before the patches: the class token plus DINOv3's registers (`config.num_register_tokens`
+    in transformers, `n_storage_tokens` on torch.hub) or timm's `num_prefix_tokens`, which counts the class token."""
+    config = getattr(module, "config", None)
+    return 1 + int(getattr(config, "num_register_tokens", None) or getattr(module, "n_storage_tokens", 0)
+                   or max(0, getattr(module, "num_prefix_tokens", 1) - 1))
+
+
 def probe_features(output: Any, prefix_tokens: int) -> "torch.Tensor":
     """The probe's input from a backbone output: tokens -> cls ++ mean(patches); maps -> mean; vectors as they are."""
     import torch
@@ -483,9 +491,7 @@ def _probe(module, case: TrainingCase, input_name: str, by_keyword: bool, channe
     def call(backbone, pixels):
         return backbone(**{input_name: pixels}) if by_keyword else backbone(pixels)
 
-    config = getattr(module, "config", None)
-    prefix = 1 + int(getattr(config, "num_register_tokens", None) or getattr(module, "n_storage_tokens", 0)
-                     or max(0, getattr(module, "num_prefix_tokens", 1) - 1))
+    prefix = count_prefix_tokens(module)
     device = next(module.parameters()).device
     features = known.get(_probe_key(case))
     if features is None:
@@ -1007,6 +1013,15 @@ class _FunctionMode(_function_mode_base()):  # type: ignore[misc]
         return func(*args, **kwargs)
 
 
+def training_sdpa_kernel(case: InferenceCase, q, k, v, mask, dropout: float) -> str:
+    """The SDPA kernel of a training forward: the target's pick, or "math" where that kernel cannot run it."""
+    kernel = _sdpa_backend(case, q, k, v, mask)
+    cpu_flash_cannot = kernel == "cpu-flash" and (dropout > 0 or (mask is not None and mask.requires_grad))
+    if k.shape[-3] != q.shape[-3] or q.dim() != 4 or cpu_flash_cannot:
+        kernel = "math"  # the CPU flash kernel has no dropout and no mask gradient: sdp_utils_cpp.cpp picks math
+    return kernel
+
+
 def _sdpa(case: InferenceCase, args: tuple, kwargs: dict, func):
     """Run the SDPA kernel the target picks, as its own aten operator, so autograd saves what it saves."""
     import torch
@@ -1015,11 +1030,8 @@ def _sdpa(case: InferenceCase, args: tuple, kwargs: dict, func):
     bound = dict(zip(names, args))
     bound.update(kwargs)
     q, k, v, mask = bound["query"], bound["key"], bound["value"], bound.get("attn_mask")
-    kernel = _sdpa_backend(case, q, k, v, mask)
     dropout, causal, scale = bound.get("dropout_p", 0.0), bound.get("is_causal", False), bound.get("scale")
-    cpu_flash_cannot = kernel == "cpu-flash" and (dropout > 0 or (mask is not None and mask.requires_grad))
-    if k.shape[-3] != q.shape[-3] or q.dim() != 4 or cpu_flash_cannot:
-        kernel = "math"  # the CPU flash kernel has no dropout and no mask gradient: sdp_utils_cpp.cpp picks math
+    kernel = training_sdpa_kernel(case, q, k, v, mask, dropout)
     aten = torch.ops.aten
     if mask is not None and mask.dtype == torch.bool and kernel != "math":
         mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill_(mask.logical_not(), float("-inf"))
