@@ -86,6 +86,22 @@ def test_usage_errors_exit_2(run_cli, args):
     assert run_cli(*args).code == 2
 
 
+@pytest.mark.parametrize("args, line", [
+    (("estimat",), "vramplan: error: argument COMMAND: invalid choice: 'estimat' (choose from 'estimate', 'report', "
+                   "'plan', 'list', 'gpus', 'fit') (see `vramplan --help`)"),
+    (("estimate", GOOD, "--mode", "foo"), "vramplan estimate: error: argument --mode: invalid choice: 'foo' (choose "
+                                          "from 'weights', 'inference', 'train') (see `vramplan estimate --help`)"),
+    (("fit", GOOD, "--bogus", "1"), "vramplan fit: error: unrecognized arguments: --bogus 1 "
+                                    "(see `vramplan fit --help`)"),
+    (("report", "--headroom"), "vramplan report: error: argument --headroom: expected one argument "
+                               "(see `vramplan report --help`)"),
+])
+def test_an_argparse_usage_error_is_one_line_naming_the_subcommands_help(run_cli, args, line):
+    """Not argparse's usage block (30 lines for `estimate`): the one line, and where the options are listed."""
+    result = run_cli(*args)
+    assert (result.code, result.err, result.out) == (2, line + "\n", "")
+
+
 def test_unwritable_output_is_a_usage_error(run_cli, tmp_path):
     result = run_cli("estimate", GOOD, "-o", str(tmp_path / "no" / "such" / "dir" / "out.txt"))
     assert result.code == 2

@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import UsageError, VramplanError, printable
 from .measure.weights import DTYPES
@@ -133,8 +134,24 @@ def preload_libraries() -> None:
     gc.freeze()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line: the whole usage block of `estimate` is 30 lines, for a typo."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is reported by the subcommand it was given to."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = [a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            owner = next((c[parsed.command] for c in commands if getattr(parsed, "command", None) in c), self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vramplan",
         description="How much GPU memory a model needs, before you download a single weight.",
     )
