@@ -55,7 +55,7 @@ def test_the_slope_handed_on_is_bytes_per_sample_between_batch_1_and_the_answer(
     slopes: dict = {}
     cell = _fit_cell(vit, case, FitRequest(gpus=(gpu,), image_sizes=((1024, 1024),)), "tiny-vit", slopes)
     peak, batch = inference_peak(vit, case, "tiny-vit"), cell.largest_batch_size
-    assert slopes == {((1024, 1024), None, "bfloat16"): (peak(batch) - peak(1)) / (batch - 1)}
+    assert slopes == {((1024, 1024), None, "bfloat16", None): (peak(batch) - peak(1)) / (batch - 1)}
     # Nothing fits: no slope is handed on, and the cell keeps the peak at batch 1.
     tiny = memory_target("300MiB")
     none: dict = {}
@@ -111,10 +111,6 @@ def test_refusals_are_usage_errors():
     with pytest.raises(UsageError) as exc:
         fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,), max_image_size=True), "tiny-bert")
     assert exc.value.args[0] == "--max-image-size searches image sizes: it needs a vision model"
-    with pytest.raises(UsageError) as exc:
-        fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), mode="train", seq_lens=(64,)), "tiny-bert")
-    assert exc.value.args[0] == ("vramplan fit searches inference batches only: for training, compare batches "
-                                 "with `vramplan estimate MODEL --mode train --batch-size 8,16,32`")
     (cell,) = fit_model(bert, FitRequest(gpus=(memory_target("1GiB"),), seq_lens=(64,)), "tiny-bert")
     assert cell.seq_len == 64 and cell.image_size is None and cell.as_json()["seq_len"] == 64
 

@@ -57,7 +57,8 @@ def test_fit_matrix_text():
     assert render_fit_text(run) == TEXT
 
 
-TEXT = '''Largest batch that fits (inference, bfloat16 or float16, sdpa, 12.5% headroom): 224px
+TEXT = '''Largest batch that fits (inference, bfloat16 or float16, sdpa, 12.5% headroom):
+  224px
 Model          big  old
 -----------------------
 org/a           12    3
@@ -66,7 +67,8 @@ org/w            -    -
 org/f            -    -
 org/g            -    -
 
-Largest batch that fits (inference, bfloat16 or float16, sdpa, 12.5% headroom): 512x256px
+Largest batch that fits (inference, bfloat16 or float16, sdpa, 12.5% headroom):
+  512x256px
 Model                        big    old
 ---------------------------------------
 org/a          0 (needs 20.0 GB)  error
@@ -75,7 +77,8 @@ org/w                          -      -
 org/f                          -      -
 org/g                          -      -
 
-Largest batch that fits (inference, bfloat16 or float16, sdpa, 12.5% headroom): 1024px
+Largest batch that fits (inference, bfloat16 or float16, sdpa, 12.5% headroom):
+  1024px
 Model          big  old
 -----------------------
 org/a            1    -

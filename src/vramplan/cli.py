@@ -405,9 +405,9 @@ def _estimate(args: argparse.Namespace, references: list[str]):
     if not args.fit and (args.headroom or args.max_image_size):
         raise UsageError("--headroom and --max-image-size go with --fit (or `vramplan fit`)")
     dtypes, inference = _weights_dtypes(args), _inference_request(args)
-    fit = fit_request(args, "inference", strict=False) if args.fit else None
-    if fit is not None and args.mode != "inference":
-        raise UsageError("--fit needs --mode inference")
+    if args.fit and args.mode == "weights":
+        raise UsageError("--fit needs --mode inference or --mode train")
+    fit = fit_request(args, args.mode, strict=False) if args.fit else None
     with run_progress(show_progress(args)) as progress:
         return estimate(
             references,
@@ -524,10 +524,12 @@ def _inference_request(args: argparse.Namespace):
     return request
 
 
-def _training_request(args: argparse.Namespace):
-    """The training sweep the flags ask for, or None unless --mode train."""
+def _training_request(args: argparse.Namespace, note: bool = True):
+    """The training sweep the flags ask for, or None unless --mode train; `note`: say that adamw-8bit is modelled."""
     from .measure.cases import parse_choices, parse_image_sizes, parse_int_list
     from .measure.training_cases import OPTIMIZERS, PRECISIONS, TrainingRequest
+
+    from .cli_plan import check_bf16_training, default_precisions, targets
 
     flags = (args.precision, args.optimizer, args.trains, args.freeze, args.lora_rank, args.lora_targets,
              args.grad_checkpointing)
@@ -548,14 +550,17 @@ def _training_request(args: argparse.Namespace):
     if args.lora_targets and "lora" not in trains:
         raise UsageError("--lora-targets needs --lora-rank R (or --trains lora)")
     optimizers = parse_choices(args.optimizer, "--optimizer", OPTIMIZERS) or ("adamw",)
-    if "adamw-8bit" in optimizers:
+    if "adamw-8bit" in optimizers and note:
         print("vramplan: note: adamw-8bit is modelled: bitsandbytes' AdamW8bit state sizes from its source, "
               "not bitsandbytes run", file=sys.stderr)
+    gpu = (targets(args) or (None,))[0]  # the training table simulates the first card named
+    precisions = parse_choices(args.precision, "--precision", PRECISIONS) or default_precisions(gpu)
+    check_bf16_training([gpu], precisions)
     return TrainingRequest(
         image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"),
         batch_sizes=parse_int_list(args.batch_size, "--batch-size") or (1,),
-        precisions=parse_choices(args.precision, "--precision", PRECISIONS) or ("amp-bf16",),
+        precisions=precisions,
         optimizers=optimizers,
         attns=parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash")) or ("sdpa",),
         device=args.device,
@@ -564,6 +569,7 @@ def _training_request(args: argparse.Namespace):
         lora_rank=args.lora_rank or 16,
         lora_targets=tuple(t.strip() for t in (args.lora_targets or "").split(",") if t.strip()),
         num_labels=args.num_labels,
+        gpu=gpu,
     )
 
 

@@ -6,6 +6,7 @@ Kept beside cli.py so the planning commands read in one place; cli.py registers 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .errors import UsageError
 
@@ -47,6 +48,18 @@ def check_bf16(gpus, dtypes) -> None:
             raise UsageError(f"{gpu.label} has no bfloat16: use --dtype float16 or float32")
 
 
+def default_precisions(gpu) -> tuple[str, ...]:
+    """amp-bf16, or amp-fp16 on a card without bfloat16 (T4, V100)."""
+    return ("amp-bf16",) if gpu is None or gpu.bf16 else ("amp-fp16",)
+
+
+def check_bf16_training(gpus, precisions) -> None:
+    """A bfloat16 training precision asked for on a card without it is a usage error, before any model runs."""
+    for gpu in gpus:
+        if gpu is not None and not gpu.bf16 and any(p in ("amp-bf16", "bf16") for p in precisions):
+            raise UsageError(f"{gpu.label} has no bfloat16: use --precision amp-fp16, fp16 or fp32")
+
+
 def fit_request(args: argparse.Namespace, mode: str, strict: bool = True):
     """The FitRequest the flags ask for; not strict (estimate/report --fit): the sweep's first dtype and attention."""
     from .measure.cases import parse_choices, parse_image_sizes, parse_int_list
@@ -55,6 +68,8 @@ def fit_request(args: argparse.Namespace, mode: str, strict: bool = True):
 
     if not 0 <= args.headroom < 100:
         raise UsageError(f"--headroom {args.headroom:g} is not a percentage in [0, 100)")
+    if mode == "train" and args.dtype:
+        raise UsageError("--mode train takes --precision, not --dtype")
     dtypes = parse_choices(args.dtype, "--dtype", ("float32", "float16", "bfloat16"))
     attns = parse_choices(args.attn, "--attn", ("sdpa", "eager", "flash"))
     batches = parse_int_list(args.batch_size, "--batch-size")
@@ -68,8 +83,25 @@ def fit_request(args: argparse.Namespace, mode: str, strict: bool = True):
         gpus=gpus, mode=mode, image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"), dtype=dtypes[0] if dtypes else None,
         attn=attns[0] if attns else "sdpa", headroom_percent=args.headroom, max_image_size=args.max_image_size,
-        batch_size=batches[0] if batches else 1,
+        batch_size=batches[0] if batches else 1, training=_fit_training(args, gpus, strict) if mode == "train" else None,
     )
+
+
+def _fit_training(args: argparse.Namespace, gpus, strict: bool) -> Any:
+    """--mode train: the one precision (or none: per card), optimizer and "trains" the search keeps fixed;
+    not strict (estimate/report --fit): the sweep's first of each."""
+    from dataclasses import replace
+
+    from .cli import _training_request
+
+    training = _training_request(args, note=strict)  # estimate/report --fit: their own sweep says it
+    if strict and (len(training.precisions) > 1 or len(training.optimizers) > 1 or len(training.trains) > 1):
+        raise UsageError("fit takes one --precision, one --optimizer and one --trains (or --freeze / --lora-rank)")
+    training = replace(training, optimizers=training.optimizers[:1], trains=training.trains[:1])
+    if not args.precision:
+        return replace(training, precisions=())  # amp-bf16, or amp-fp16 on a card without bfloat16
+    check_bf16_training(gpus, training.precisions)
+    return replace(training, precisions=training.precisions[:1])
 
 
 def add_gpus(sub) -> None:
@@ -99,7 +131,8 @@ def add_fit(sub) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL|FAMILY")
     p.add_argument("--mode", choices=("inference", "train"), default="inference",
-                   help="inference (default); train: not yet (see `vramplan estimate --mode train`)")
+                   help="inference (default: one forward) or train (two simulated training steps: gradients and "
+                        "optimizer state included)")
     g = p.add_argument_group("target and case")
     add_target_options(g)
     add_fit_options(g)
@@ -115,25 +148,27 @@ def add_fit(sub) -> None:
     p.add_argument("--trust-remote-code", "--trust_remote_code", dest="trust_remote_code", action="store_true")
     p.add_argument("--format", choices=("table", "markdown", "json", "html"), default="table")
     p.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the charts with matplotlib")
-    from .cli import _common, jobs_option
+    from .cli import _common, _training_options, jobs_option
 
+    _training_options(p)
     jobs_option(p)
     _common(p)  # --debug, -o (- is stdout), -q
-    p.set_defaults(handler=run_fit)
+    p.set_defaults(handler=run_fit, device="cuda")
 
 
 def run_fit(args: argparse.Namespace) -> int:
     from .cli import _render
     from .pipeline import estimate
-    from .plan.fit import TRAIN_NOT_SEARCHED
     from .report.fit_text import render_fit_markdown, render_fit_text
     from .report.html import render_html
     from .report.json_report import render_json
     from .sources.catalog import family_title
 
+    if args.mode != "train":
+        from .cli import _training_request
+
+        _training_request(args)  # training flags without --mode train: one line, before any model is built
     request = fit_request(args, args.mode)
-    if args.mode == "train":
-        raise UsageError(TRAIN_NOT_SEARCHED)  # before any model is built, not once per model
     run = estimate(args.models, fit=request, library=args.library, trust_remote_code=args.trust_remote_code,
                    revision=args.revision, timeout=args.timeout, checkpoint=False, debug=args.debug,
                    jobs=args.jobs)

@@ -115,6 +115,7 @@ class TrainingCase:
     lora_rank: int = 0  # 0: no LoRA
     lora_targets: tuple[str, ...] = ()  # module names for peft's target_modules; () = all linear layers
     num_labels: int = DEFAULT_NUM_LABELS  # the linear probe's classes (bare backbones)
+    gpu: Any = None  # plan.gpus.GpuSpec of the CUDA target (kernels, workspaces, context); None: the H100 SXM
 
     def __post_init__(self) -> None:
         for value, choices, what in ((self.precision, PRECISIONS, "precision"),
@@ -135,7 +136,7 @@ class TrainingCase:
     def inference_case(self) -> InferenceCase:
         """The forward's input configuration, as the inference simulation takes it."""
         return InferenceCase(batch_size=self.batch_size, dtype=self.dtype, attn=self.attn, device=self.device,
-                             image_size=self.image_size, seq_len=self.seq_len)
+                             image_size=self.image_size, seq_len=self.seq_len, gpu=self.gpu)
 
     def as_json(self) -> dict[str, Any]:
         """The case's fields as they open each entry of a model's JSON `"training"` list."""
@@ -146,6 +147,7 @@ class TrainingCase:
             **size, "batch_size": self.batch_size, "precision": self.precision, "optimizer": self.optimizer,
             "attn": self.attn, "device": self.device, "grad_checkpointing": self.grad_checkpointing,
             "freeze": self.freeze, "lora_rank": self.lora_rank,
+            **({"gpu": self.gpu.name} if self.gpu is not None else {}),
         }
 
 
@@ -211,7 +213,12 @@ def measure_training_sweep(
     try:
         return sweep(measure_training, model, cases, reference)
     finally:
-        _TRAINEES.pop(model, None)
+        forget_trainees(model)
+
+
+def forget_trainees(model: "nn.Module") -> None:
+    """Drop the trainees prepared for `model` (a search over batches reuses one; measure_training_sweep drops them too)."""
+    _TRAINEES.pop(model, None)
 
 
 _RESULTS: "weakref.WeakKeyDictionary[nn.Module, dict[TrainingCase, Any]]" = weakref.WeakKeyDictionary()

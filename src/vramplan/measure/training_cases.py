@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cases import InferenceRequest, cases_for
 
@@ -36,6 +36,7 @@ class TrainingRequest:
     lora_rank: int = 16
     lora_targets: tuple[str, ...] = ()
     num_labels: int = 1000
+    gpu: Any = None  # plan.gpus.GpuSpec of the CUDA target; None: the default H100 SXM
 
 
 def training_cases_for(model: "nn.Module", request: TrainingRequest, reference: str) -> list["TrainingCase"]:
@@ -54,5 +55,6 @@ def training_cases_for(model: "nn.Module", request: TrainingRequest, reference: 
             freeze="backbone" if trains == "probe" else "none",
             lora_rank=request.lora_rank if trains == "lora" else 0,
             lora_targets=request.lora_targets if trains == "lora" else (), num_labels=request.num_labels,
+            gpu=request.gpu,
         ))
     return cases

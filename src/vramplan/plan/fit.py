@@ -1,9 +1,8 @@
 """Will it fit: the largest batch (or square input) whose simulated peak fits on a card.
 
 The search only needs `peak_for(batch) -> bytes`, the peak on the card of one step at that batch,
-so any mode that can simulate a step plugs in: inference now (`inference_peak`), training when
-its simulation lands (issue 9: a `peak_for` that builds a training case for the batch and returns
-its peak on the card, optimizer state and gradients included).
+so any mode that can simulate a step plugs in: inference (`inference_peak`: one forward) and
+training (`training_peak`: two simulated training steps, gradients and optimizer state included).
 
 The search gallops from a first guess and then bisects, remembering every simulation: the peak
 grows almost linearly with the batch, so the line through batch 1 and batch 2 lands next to the
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from ..measure.activations import InferenceCase
+    from ..measure.training import TrainingCase
 
 MODES = ("inference", "train")
 MAX_BATCH = 1 << 16
@@ -38,8 +38,6 @@ MAX_IMAGE_STEPS = 1 << 10  # 16 px patches: up to 16384 px
 SECANT_STEPS = 3
 
 PeakFn = Callable[[int], int]
-TRAIN_NOT_SEARCHED = ("vramplan fit searches inference batches only: for training, compare batches with "
-                      "`vramplan estimate MODEL --mode train --batch-size 8,16,32`")
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,20 @@ class FitRequest:
     headroom_percent: float = 0.0
     max_image_size: bool = False
     batch_size: int = 1  # the batch at which --max-image-size searches
+    # --mode train: a measure.training_cases.TrainingRequest with one optimizer and one "trains", and one
+    # precision or none (then amp-bf16, or amp-fp16 on cards without bfloat16); its sizes, batches and card are
+    # replaced by the fit's own
+    training: Any = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"fit mode `{self.mode}` is not one of {', '.join(MODES)}")
+        if self.mode == "train" and self.training is None:
+            from ..measure.training_cases import TrainingRequest
+
+            object.__setattr__(self, "training", TrainingRequest(precisions=()))  # adamw, full, amp per card
+        elif self.mode != "train" and self.training is not None:
+            raise UsageError("training settings go with fit mode `train`")
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class FitCell:
     cheapest_precision: str | None = None  # the least lossy float dtype whose batch 1 fits
     largest_image_size: int | None = None  # with max_image_size: the largest square side that fits (0: none)
     error: str | None = None
+    training: Any = None  # mode "train": the TrainingCase searched (at batch 1): precision, optimizer, what trains
 
     @property
     def limit_bytes(self) -> int:
@@ -89,6 +102,10 @@ class FitCell:
             "headroom_bytes": self.headroom_bytes, "dtype": self.dtype, "attn": self.attn,
             "cheapest_precision": self.cheapest_precision, "simulations": self.simulations,
         }
+        if self.training is not None:
+            case = self.training
+            entry.update(precision=case.precision, optimizer=case.optimizer, trains=trains_label(case),
+                         grad_checkpointing=case.grad_checkpointing)
         if self.largest_image_size is not None:
             entry["largest_image_size"] = self.largest_image_size
         if self.error:
@@ -158,19 +175,45 @@ def largest_fitting(peak_for: PeakFn, limit: int, upper: int = MAX_BATCH,
     return lo, peaks
 
 
-def inference_peak(model: "nn.Module", case: "InferenceCase", reference: str) -> PeakFn:
-    """peak_for(batch) for the inference mode: the simulated peak on the card at that batch."""
+def trains_label(case: Any) -> str:
+    """What trains in a training case: full, probe (the head only) or lora-R."""
+    return f"lora-{case.lora_rank}" if case.lora_rank else ("probe" if case.freeze == "backbone" else "full")
+
+
+def step_peak(model: "nn.Module", case: Any, reference: str) -> int:
+    """The simulated peak on the card of one inference case or of two training steps of a training case."""
+    from ..measure.training import TrainingCase, measure_training
+
+    if isinstance(case, TrainingCase):
+        return measure_training(model, case, reference=reference).peak_device_bytes
     from ..measure.activations import measure_inference
 
-    return lambda batch: measure_inference(model, replace(case, batch_size=batch), reference=reference).peak_device_bytes
+    return measure_inference(model, case, reference=reference).peak_device_bytes
+
+
+def inference_peak(model: "nn.Module", case: "InferenceCase", reference: str) -> PeakFn:
+    """peak_for(batch) for the inference mode: the simulated peak on the card at that batch."""
+    return lambda batch: step_peak(model, replace(case, batch_size=batch), reference)
+
+
+def training_peak(model: "nn.Module", case: "TrainingCase", reference: str) -> PeakFn:
+    """peak_for(batch) for the training mode: the peak on the card of two simulated steps at that batch."""
+    return lambda batch: step_peak(model, replace(case, batch_size=batch), reference)
 
 
 def fit_model(model: "nn.Module", request: FitRequest, reference: str) -> tuple[FitCell, ...]:
     """One cell per (card, input size) of the request, in that order; a cell that cannot be simulated carries its error."""
+    if request.mode == "train":
+        from ..measure.training import forget_trainees
+
+        slopes: dict = {}
+        try:
+            return tuple(_fit_cell(model, case, request, reference, slopes)
+                         for case in _training_cases(model, request, reference))
+        finally:
+            forget_trainees(model)
     from ..measure.cases import InferenceRequest, cases_for
 
-    if request.mode != "inference":
-        raise UsageError(TRAIN_NOT_SEARCHED)
     cells = []
     slopes: dict = {}  # (input size, dtype) -> bytes per sample found on an earlier card
     for gpu in request.gpus:
@@ -183,39 +226,53 @@ def fit_model(model: "nn.Module", request: FitRequest, reference: str) -> tuple[
     return tuple(cells)
 
 
-def _fit_cell(model: "nn.Module", case: "InferenceCase", request: FitRequest, reference: str,
-              slopes: dict) -> FitCell:
+def _training_cases(model: "nn.Module", request: FitRequest, reference: str) -> list:
+    """The training case (at batch 1) of each (card, input size), in that order."""
+    from ..measure.training_cases import training_cases_for
+
+    training = request.training
+    cases = []
+    for gpu in request.gpus:
+        precision = training.precisions[:1] or (("amp-bf16",) if gpu.bf16 else ("amp-fp16",))
+        sizes = replace(training, image_sizes=request.image_sizes, seq_lens=request.seq_lens,
+                        batch_sizes=(1,), precisions=precision, attns=(request.attn,), device="cuda", gpu=gpu)
+        found = training_cases_for(model, sizes, reference)
+        cases += found[:1] if request.max_image_size else found
+    return cases
+
+
+def _fit_cell(model: "nn.Module", case: Any, request: FitRequest, reference: str, slopes: dict) -> FitCell:
     gpu = case.gpu
     headroom = int(gpu.memory_bytes * request.headroom_percent / 100)
+    training = case if request.mode == "train" else None
     blank = FitCell(gpu=gpu, mode=request.mode, dtype=case.dtype, attn=case.attn, image_size=case.image_size,
                     seq_len=case.seq_len, largest_batch_size=0, peak_device_bytes=0, memory_bytes=gpu.memory_bytes,
-                    headroom_bytes=headroom, simulations=0)
+                    headroom_bytes=headroom, simulations=0, training=training)
     limit = blank.limit_bytes
     try:
         if request.max_image_size:
             return _fit_image_size(model, replace(case, batch_size=request.batch_size), blank, reference)
-        key = (case.image_size, case.seq_len, case.dtype)
-        best, peaks = largest_fitting(inference_peak(model, case, reference), limit, slope_hint=slopes.get(key))
+        key = (case.image_size, case.seq_len, case.dtype, training and training.precision)
+        peak_for = (training_peak if training is not None else inference_peak)(model, case, reference)
+        best, peaks = largest_fitting(peak_for, limit, slope_hint=slopes.get(key))
         if best > 1:
             slopes[key] = (peaks[best] - peaks[1]) / (best - 1)
-        cheapest = _cheapest_precision(model, case, limit, reference)
+        cheapest = None if training is not None else _cheapest_precision(model, case, limit, reference)
     except SimulationError as exc:
         return replace(blank, error=exc.reason)
     return replace(blank, largest_batch_size=best, peak_device_bytes=peaks[max(best, 1)], simulations=len(peaks),
                    cheapest_precision=cheapest)
 
 
-def _fit_image_size(model: "nn.Module", case: "InferenceCase", blank: FitCell, reference: str) -> FitCell:
+def _fit_image_size(model: "nn.Module", case: Any, blank: FitCell, reference: str) -> FitCell:
     """The largest square side, in steps of the model's patch size, that fits at the case's batch."""
-    from ..measure.activations import measure_inference
-
     if case.image_size is None:
         raise UsageError("--max-image-size searches image sizes: it needs a vision model")
     step = int(getattr(getattr(model, "config", None), "patch_size", None) or 16)
 
     def peak_for(k: int) -> int:
         side = k * step
-        return measure_inference(model, replace(case, image_size=(side, side)), reference=reference).peak_device_bytes
+        return step_peak(model, replace(case, image_size=(side, side)), reference)
 
     best, peaks = largest_fitting(peak_for, blank.limit_bytes, MAX_IMAGE_STEPS)
     side = best * step

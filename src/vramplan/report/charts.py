@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..results import InferenceFailure, RunResult
+from ..results import InferenceFailure, RunResult, TrainingFailure
 from .inference import case_input
 
 # torch's MemTracker names (Parameter, Buffer, Gradient, Optstate, Activation, Temp), then the device's own.
@@ -38,20 +38,40 @@ class Series:
     points: tuple[tuple[str, int], ...]  # (x label, bytes)
 
 
+def simulated(model) -> list:
+    """The model's simulated cases that ran: its inference cases, or its training cases."""
+    done = [i for i in model.inference if not isinstance(i, InferenceFailure)]
+    return done or [t for t in model.training if not isinstance(t, TrainingFailure)]
+
+
+def setting(case) -> tuple:
+    """What a case runs at, less its input and batch: the dtype and attention, or the training configuration."""
+    if hasattr(case, "precision"):
+        return (case.precision, case.optimizer, case.freeze, case.lora_rank, case.grad_checkpointing, case.attn)
+    return (case.dtype, case.attn)
+
+
+def caption_of(case) -> str:
+    """`224px, batch 1, bfloat16`, or for a training case `224px, batch 8, amp-bf16, adamw, training`."""
+    if hasattr(case, "precision"):
+        return f"{case_input(case)}, batch {case.batch_size}, {case.precision}, {case.optimizer}, training"
+    return f"{case_input(case)}, batch {case.batch_size}, {case.dtype}"
+
+
 def breakdowns(run: RunResult) -> list[Breakdown]:
     """Each model's first simulated case, by category; the float32 (or first) weights when nothing was simulated."""
     bars = []
     for model in run.models:
-        first = next((i for i in model.inference if not isinstance(i, InferenceFailure)), None)
+        first = next(iter(simulated(model)), None)
         if first is not None:
             extra = dict(first.overheads)
             values = {
                 "Parameter": first.parameter_bytes, "Buffer": first.buffer_bytes, "Activation": first.activation_bytes,
                 "Temp": first.temp_bytes, "CUDA context": extra.get("CUDA context", 0),
                 "allocator cache": extra.get("allocator cache (reserved - allocated)", 0),
+                "Gradient": getattr(first, "gradient_bytes", 0), "Optstate": getattr(first, "optimizer_state_bytes", 0),
             }
-            case = first.case
-            caption = f"{case_input(case)}, batch {case.batch_size}, {case.dtype}"
+            caption = caption_of(first.case)
         elif model.weights is not None:
             row = model.weights.rows[0]
             values, caption = {"Parameter": int(row.total_bytes)}, f"weights, {row.dtype}"
@@ -66,25 +86,26 @@ def used_categories(bars: list[Breakdown]) -> list[str]:
 
 
 def by_input_size(run: RunResult) -> list[Series]:
-    """Peak on the card against input size, at the first batch, dtype and attention of the sweep."""
-    return _series(run, lambda case, first: (case.batch_size, case.dtype, case.attn) == first[1:],
+    """Peak on the card against input size, at the first batch and setting (dtype and attention, or training's) of
+    the sweep."""
+    return _series(run, lambda case, first: (case.batch_size, setting(case)) == first[1:],
                    lambda case: case_input(case))
 
 
 def by_batch(run: RunResult) -> list[Series]:
-    """Peak on the card against batch size, at the first input size, dtype and attention of the sweep."""
-    return _series(run, lambda case, first: (case_input(case), case.dtype, case.attn) == (first[0], *first[2:]),
+    """Peak on the card against batch size, at the first input size and setting of the sweep."""
+    return _series(run, lambda case, first: (case_input(case), setting(case)) == (first[0], first[2]),
                    lambda case: str(case.batch_size))
 
 
 def _series(run: RunResult, keep, x_of) -> list[Series]:
     out = []
     for model in run.models:
-        done = [i for i in model.inference if not isinstance(i, InferenceFailure)]
+        done = simulated(model)
         if not done:
             continue
         c0 = done[0].case
-        first = (case_input(c0), c0.batch_size, c0.dtype, c0.attn)
+        first = (case_input(c0), c0.batch_size, setting(c0))
         points, seen = [], set()
         for item in done:
             x = x_of(item.case)

@@ -64,9 +64,19 @@ def cell_text(cell) -> str:
 def fit_title(run: RunResult) -> str:
     request = run.fit
     what = "Largest square input that fits" if request.max_image_size else "Largest batch that fits"
-    dtype = request.dtype or "bfloat16 or float16"
     headroom = f", {request.headroom_percent:g}% headroom" if request.headroom_percent else ""
+    if request.training is not None:
+        return f"{what} (training: {', '.join(training_settings(request.training))}, {request.attn}{headroom})"
+    dtype = request.dtype or "bfloat16 or float16"
     return f"{what} ({request.mode}, {dtype}, {request.attn}{headroom})"
+
+
+def training_settings(training) -> list[str]:
+    """What a training fit keeps fixed: precision, optimizer, what trains, checkpointing."""
+    trains = training.trains[0] if training.trains else "full"
+    settings = [training.precisions[0] if training.precisions else "amp-bf16 or amp-fp16", training.optimizers[0],
+                f"lora-{training.lora_rank}" if trains == "lora" else trains]
+    return settings + (["checkpointing"] if training.grad_checkpointing else [])
 
 
 def fit_tables(run: RunResult) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -82,7 +92,7 @@ def fit_tables(run: RunResult) -> list[tuple[str, list[str], list[list[str]]]]:
 def precision_rows(run: RunResult) -> list[list[str]]:
     """The least lossy precision whose batch 1 fits, per model and card (first input size)."""
     gpus, sizes = fit_gpus(run), fit_sizes(run)
-    if not sizes or run.fit.max_image_size:
+    if not sizes or run.fit.max_image_size or run.fit.training is not None:
         return []
     rows = []
     for model in run.models:
@@ -117,8 +127,15 @@ def render_fit_markdown(run: RunResult) -> str:
 
 def fit_legend(run: RunResult) -> str:
     cards = "; ".join(f"{g.name} = {g.label}, {format_bytes(g.memory_bytes)}" for g in fit_gpus(run))
-    auto = "" if run.fit.dtype else " bfloat16, or float16 on cards without it (T4, V100)."
-    text = ("Fits: the simulated peak on the card (allocator segments, CUDA context and workspaces included) "
+    training = run.fit.training
+    if training is not None:
+        step = ("the peak of two simulated training steps (forward, backward, optimizer step; weights, gradients, "
+                "optimizer state and activations) on the card")
+        auto = "" if training.precisions else " amp-bf16, or amp-fp16 on cards without bfloat16 (T4, V100)."
+    else:
+        step = "the simulated peak on the card"
+        auto = "" if run.fit.dtype else " bfloat16, or float16 on cards without it (T4, V100)."
+    text = (f"Fits: {step} (allocator segments, CUDA context and workspaces included) "
             f"is at most the card's memory as the driver reports it, less the headroom.{auto} Cards: {cards}.")
     return textwrap.fill(text, 80)
 
@@ -128,7 +145,7 @@ def _aligned(title: str, header: list[str], rows: list[list[str]], left: tuple[i
     line = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     rule = "-" * max(len(line(r)) for r in [header, *rows])
-    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+    return "\n".join([textwrap.fill(title, 80, subsequent_indent="  "), line(header), rule, *(line(r) for r in rows)])
 
 
 def render_gpus_table(gpus) -> str:

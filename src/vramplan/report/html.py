@@ -84,9 +84,11 @@ def _breakdown_section(bars: list[Breakdown]) -> str:
                              f"<title>{escape(f'{bar.model}: {cat} {format_bytes(value)} ({bar.caption})')}</title></rect>")
                 x += w
         parts.append(f'<text x="{x + 6:.1f}" y="{y + 15}" font-size="11">{escape(format_bytes(bar.total))}</text>')
-    legend = _legend([(c, COLOURS[c]) for c in cats], label_w, 14)
+    items = [(c, COLOURS[c]) for c in cats]
+    width = label_w + bar_w + 110
+    legend = _legend(items, min(label_w, width - _legend_width(items)), 14)  # all eight categories of training fit
     height = top + len(bars) * row_h + 10
-    svg = (f'<svg class="chart breakdown" role="img" aria-label="Peak memory by category" width="{label_w + bar_w + 110}" '
+    svg = (f'<svg class="chart breakdown" role="img" aria-label="Peak memory by category" width="{width}" '
            f'height="{height}" xmlns="http://www.w3.org/2000/svg">{legend}{"".join(parts)}</svg>')
     captions = sorted({b.caption for b in bars})
     return ('<h2 id="breakdown">Peak memory by category</h2>' + svg
@@ -99,8 +101,12 @@ def _legend(items: list[tuple[str, str]], x0: int, y: int) -> str:
     for name, colour in items:
         out.append(f'<rect x="{x}" y="{y - 10}" width="12" height="12" fill="{colour}"></rect>'
                    f'<text x="{x + 16}" y="{y}" font-size="11">{escape(name)}</text>')
-        x += 26 + 7 * len(name)
+        x += _legend_width([(name, colour)])
     return "".join(out)
+
+
+def _legend_width(items: list[tuple[str, str]]) -> int:
+    return sum(26 + 7 * len(name) for name, _ in items)
 
 
 def _lines_section(title: str, x_name: str, series: list[Series]) -> str:
@@ -150,8 +156,10 @@ def _fit_section(run: RunResult) -> str:
         blocks.append(f"<h3>Least lossy precision whose batch 1 fits ({escape(size_title(fit_sizes(run)[-1]))})</h3>")
         blocks.append(_table(["Model", *(g.name for g in gpus)], precision, cls="fit-precision"))
     cards = "; ".join(f"{g.name}: {g.label}, {format_bytes(g.memory_bytes)}" for g in gpus)
+    step = ("the peak of two simulated training steps (gradients and optimizer state included) on the card"
+            if run.fit.training is not None else "the simulated peak on the card")
     blocks.append(f'<p class="note">Green: 8 or more; amber: 1 to 7; red: batch 1 does not fit. '
-                  f"Fits: the simulated peak on the card is at most its memory (as the driver reports it) less the "
+                  f"Fits: {step} is at most its memory (as the driver reports it) less the "
                   f"headroom. Cards: {escape(cards)}.</p>")
     return "".join(blocks)
 

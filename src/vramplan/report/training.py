@@ -71,7 +71,8 @@ def training_title(result: ModelResult, items: list[Any] | None = None) -> str:
     first = cases[0]
     varying = varying_fields(cases)
     shared = [getattr(first, n) for n in ("precision", "optimizer", "attn") if n not in varying]
-    return f"Training peak of `{result.model}` (2 steps, simulated {first.device}, {', '.join(shared)})"
+    target = first.device if first.gpu is None else f"{first.device} {first.gpu.name}"
+    return f"Training peak of `{result.model}` (2 steps, simulated {target}, {', '.join(shared)})"
 
 
 def render_training_text(result: ModelResult, width: int = 100) -> list[str]:
