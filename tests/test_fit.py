@@ -118,6 +118,19 @@ def test_max_image_size(run_cli):
     assert direct == cell["peak_device_bytes"] <= cell["memory_bytes"] < above
 
 
+def test_max_image_size_of_a_convnext_steps_by_its_32_fold_downsampling(run_cli):
+    """A ConvNeXt has no patch size and cannot take 16 px (its last stage would see half a pixel): the search
+    steps by the smallest side it takes, 32 px."""
+    result = run_cli("fit", "dinov3-convnext-tiny", "--gpu", "t4", "--max-image-size", "--format", "json")
+    assert result.code == 0, result.err
+    (cell,) = result.json()["models"][0]["fit"]
+    side = cell["largest_image_size"]
+    assert side % 32 == 0 and side > 4096 and "error" not in cell
+    direct = _peaks(run_cli, "dinov3-convnext-tiny", side, [1], "--gpu", "t4")[1]
+    above = _peaks(run_cli, "dinov3-convnext-tiny", side + 32, [1], "--gpu", "t4")[1]
+    assert direct == cell["peak_device_bytes"] <= cell["memory_bytes"] < above
+
+
 def test_bad_flags_are_one_line(run_cli):
     assert run_cli("fit", "dinov3-vits16", "--headroom", "120").code == 2
     assert run_cli("fit", "dinov3-vits16", "--batch-size", "4").code == 2

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 MODES = ("inference", "train")
 MAX_BATCH = 1 << 16
 MAX_IMAGE_STEPS = 1 << 10  # 16 px patches: up to 16384 px
+MAX_STEP = 256  # the largest step the square search tries for a model without a patch size
 SECANT_STEPS = 3
 
 PeakFn = Callable[[int], int]
@@ -265,12 +266,27 @@ def _fit_cell(model: "nn.Module", case: Any, request: FitRequest, reference: str
 
 
 def _fit_image_size(model: "nn.Module", case: Any, blank: FitCell, reference: str) -> FitCell:
-    """The largest square side, in steps of the model's patch size, that fits at the case's batch."""
+    """The largest square side, in steps of the model's patch size, that fits at the case's batch.
+
+    Without a `patch_size` (a ConvNeXt, a timm or torch.hub model) the step is the smallest side from 16 px,
+    doubling, that the model takes: a ConvNeXt's four stages downsample 32 times, so 16 px cannot run.
+    """
     if case.image_size is None:
         raise UsageError("--max-image-size searches image sizes: it needs a vision model")
     step = int(getattr(getattr(model, "config", None), "patch_size", None) or 16)
+    first: dict[int, int] = {}
+    while True:
+        try:
+            first[step] = step_peak(model, replace(case, image_size=(step, step)), reference)
+            break
+        except SimulationError:
+            if step >= MAX_STEP:
+                raise
+            step *= 2
 
     def peak_for(k: int) -> int:
+        if k == 1:
+            return first[step]
         side = k * step
         return step_peak(model, replace(case, image_size=(side, side)), reference)
 
