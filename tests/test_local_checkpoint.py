@@ -134,3 +134,17 @@ def test_from_metadata_orders_dtypes_largest_first_and_needs_every_file_size(tmp
     assert (info.download_bytes, info.unread, info.notes) == (1000, ("x.bin",), ())
     assert checkpoint_from_metadata(metadata, "hub", {"model.safetensors": None}).download_bytes is None
     assert checkpoint_from_metadata(metadata, "hub", {}).download_bytes is None
+
+
+def test_a_dtype_newer_than_vramplans_table_is_counted_from_its_offsets(tmp_path):
+    """safetensors' F4 (float4 e2m1, two values a byte) is not in DTYPE_BYTES: its bytes come from the header's
+    data_offsets, not 0 (an undercount of the download and of what the weights take)."""
+    import struct
+
+    header = {"w": {"dtype": "F4", "shape": [4, 8], "data_offsets": [0, 16]},
+              "b": {"dtype": "F32", "shape": [3], "data_offsets": [16, 28]}}
+    text = json.dumps(header).encode()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(28))
+    info = read_local_checkpoint(tmp_path)
+    assert dict(info.dtypes) == {"F4": 32, "F32": 3}
+    assert info.stored_bytes == 16 + 12
