@@ -90,3 +90,24 @@ def test_html_report_does_not_import_matplotlib(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_a_training_report_over_gpus_shows_each_case_and_each_strategys_busiest_rank(run_cli):
+    from vramplan.report.table import binary_bytes
+    from vramplan.report.training import format_binary
+
+    flags = ("report", "dinov3-vits16", "--mode", "train", "--gpus", "2", "--strategy", "ddp,fsdp", "-q")
+    page = run_cli(*flags, "--format", "html").out
+    entries = run_cli(*flags, "--format", "json").json()["models"][0]["training"]
+    one_gpu = run_cli("report", "dinov3-vits16", "--mode", "train", "-q", "--format", "json").json()
+    single = one_gpu["models"][0]["training"][0]
+    cases = page.split('<h2 id="cases">')[1].split("<h2")[0]
+    assert "2 steps, simulated cuda, amp-bf16, adamw, sdpa" in cases
+    assert f"<td>{format_binary(single['peak_device_bytes'])}</td>" in cases
+    plans = page.split('<h2 id="multigpu">')[1]
+    assert ("<h3>Training `facebook/dinov3-vits16-pretrain-lvd1689m` 224px b1 full on 2 GPUs per node, "
+            "busiest rank</h3>"
+            in plans)
+    rows = {m[0]: m[1:] for m in re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", plans)}
+    assert rows["per GPU"] == tuple(binary_bytes(e["per_gpu_peak_bytes"]) for e in entries)
+    assert "busiest rank (Weights + Grads + Optim + Comm + Activ)" in plans

@@ -176,7 +176,11 @@ def test_html_bars_lines_and_fit_classes():
     assert ('<ul class="errors note"><li><b>org/f</b>: could not build: &lt;bad&gt;</li><li><b>org/g</b>: gone</li>'
             "</ul>") in page
     no_fit = render_html(handmade_run(fit=False))
-    assert no_fit.endswith("</svg>\n</body></html>\n") and 'id="fit"' not in no_fit
+    assert no_fit.endswith("</table>\n</body></html>\n") and 'id="fit"' not in no_fit
+    # Each case by category: a table per model with cases, its title escaped.
+    cases = no_fit.split('<h2 id="cases">')[1]
+    assert "<h3>Inference peak for `org/&lt;b&gt;&amp;&quot;x|y&quot;` (simulated h100-sxm)</h3>" in cases
+    assert cases.count('<table class="cases">') == 2
 
 
 def test_html_of_a_run_with_nothing_to_chart():

@@ -83,7 +83,8 @@ def fit_request(args: argparse.Namespace, mode: str, strict: bool = True):
         gpus=gpus, mode=mode, image_sizes=parse_image_sizes(args.image_size),
         seq_lens=parse_int_list(args.seq_len, "--seq-len"), dtype=dtypes[0] if dtypes else None,
         attn=attns[0] if attns else "sdpa", headroom_percent=args.headroom, max_image_size=args.max_image_size,
-        batch_size=batches[0] if batches else 1, training=_fit_training(args, gpus, strict) if mode == "train" else None,
+        batch_size=batches[0] if batches else 1,
+        training=_fit_training(args, gpus, strict) if mode == "train" else None,
     )
 
 

@@ -36,6 +36,8 @@ def render_html(run: RunResult, family_title: str | None = None) -> str:
         _breakdown_section(breakdowns(run)),
         _lines_section("Peak on the card against input size", "input size", by_input_size(run)),
         _lines_section("Peak on the card against batch size", "batch size", by_batch(run)),
+        _cases_section(run),
+        _multigpu_section(run),
         _fit_section(run),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -138,6 +140,55 @@ def _lines_section(title: str, x_name: str, series: list[Series]) -> str:
     cls = "by-size" if x_name == "input size" else "by-batch"
     return (f'<h2 id="{cls}">{escape(title)}</h2><svg class="chart {cls}" role="img" aria-label="{escape(title)}" '
             f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
+
+
+def _cases_section(run: RunResult) -> str:
+    """Every simulated case of every model by category, as the text report's tables have them."""
+    from .inference import HEADERS as INFERENCE_HEADERS
+    from .inference import inference_rows, inference_title
+    from .training import HEADERS as TRAINING_HEADERS
+    from .training import training_legend, training_rows, training_title
+
+    blocks = []
+    for model in run.models:
+        if model.inference:
+            blocks.append(f"<h3>{escape(inference_title(model))}</h3>"
+                          + _table(list(INFERENCE_HEADERS), inference_rows(model), cls="cases"))
+        if model.training:
+            blocks.append(f"<h3>{escape(training_title(model))}</h3>"
+                          + _table(list(TRAINING_HEADERS), training_rows(model), cls="cases"))
+    if not blocks:
+        return ""
+    note = f'<p class="note">{escape(training_legend())}</p>' if any(m.training for m in run.models) else ""
+    return '<h2 id="cases">Each case by category</h2>' + "".join(blocks) + note
+
+
+def _multigpu_section(run: RunResult) -> str:
+    """The inference split over --gpus cards, and each training case's per-GPU plans, per model."""
+    from .multigpu import (
+        SPLIT_HEADERS,
+        parallel_groups,
+        parallel_notes,
+        parallel_table,
+        parallel_title,
+        split_rows,
+        split_title,
+    )
+
+    blocks, notes = [], []
+    for model in run.models:
+        if any(s is not None for s in model.splits):
+            blocks.append(f"<h3>{escape(split_title(model))}</h3>"
+                          + _table(list(SPLIT_HEADERS), split_rows(model), cls="split"))
+        if model.plans:
+            for case, plans in parallel_groups(model):
+                header, rows = parallel_table(plans)
+                blocks.append(f"<h3>{escape(parallel_title(model, case))}</h3>" + _table(header, rows, cls="plans"))
+            notes += [n for n in parallel_notes(model) if n not in notes]
+    if not blocks:
+        return ""
+    return ('<h2 id="multigpu">Over several GPUs</h2>' + "".join(blocks)
+            + "".join(f'<p class="note">{escape(n)}</p>' for n in notes))
 
 
 def _fit_section(run: RunResult) -> str:

@@ -25,14 +25,18 @@ def split_rows(result: ModelResult) -> list[list[str]]:
     return rows
 
 
+def split_title(result: ModelResult) -> str:
+    gpus = next(s.gpus for s in result.splits if s is not None)
+    return f"`{result.model}` over {gpus} GPUs (device_map='auto')"
+
+
 def split_lines(result: ModelResult) -> list[str]:
     """The boxed split table and how it was made, when --gpus was asked."""
     if not any(s is not None for s in result.splits):
         return []
     from accelerate.commands.estimate import create_ascii_table
 
-    gpus = next(s.gpus for s in result.splits if s is not None)
-    title = f"`{result.model}` over {gpus} GPUs (device_map='auto')"
+    title = split_title(result)
     notes = ["each card keeps the one-card forward's activations, workspaces and context beside its weights"]
     if any(s is not None and not s.fits for s in result.splits):
         notes.append("a CPU row: those weights do not fit on the cards; device_map='auto' would offload them")
