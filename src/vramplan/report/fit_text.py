@@ -145,7 +145,8 @@ def _aligned(title: str, header: list[str], rows: list[list[str]], left: tuple[i
     line = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     rule = "-" * max(len(line(r)) for r in [header, *rows])
-    return "\n".join([textwrap.fill(title, 80, subsequent_indent="  "), line(header), rule, *(line(r) for r in rows)])
+    title = textwrap.fill(title.replace(" tokens", "\xa0tokens"), 80, subsequent_indent="  ").replace("\xa0", " ")
+    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
 
 
 def render_gpus_table(gpus) -> str:
