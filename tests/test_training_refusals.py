@@ -157,3 +157,65 @@ def test_a_training_forward_falls_back_to_the_math_kernel_where_cpu_flash_cannot
     k = torch.empty((*q_shape[:-3], k_heads, *q_shape[-2:]), device="meta")
     case = TrainingCase(batch_size=2, precision="fp32", device="cpu", image_size=(32, 32))
     assert training_sdpa_kernel(case, q, k, k, None, dropout) == kernel
+
+
+def test_an_unknown_precision_is_named_in_the_refusal():
+    from vramplan.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        TrainingCase(batch_size=1, precision="fp8", image_size=(32, 32))
+    assert exc.value.args[0] == "precision `fp8` is not one of fp32, amp-bf16, amp-fp16, bf16, fp16"
+
+
+class _FailsWhileTraining(nn.Module):
+    """A backbone whose training forward raises (the probe's sizing forward, under no_grad, does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 8, stride=8)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            raise RuntimeError("no kernel for this")
+        return self.embed(x).flatten(2).transpose(1, 2)
+
+
+def test_a_failure_in_the_training_step_names_the_model_and_the_exception():
+    with torch.device("meta"):
+        model = _FailsWhileTraining()
+    case = TrainingCase(batch_size=2, precision="fp32", device="cpu", image_size=(32, 32), num_labels=4)
+    with pytest.raises(SimulationError) as exc:
+        measure_training(model, case, reference="fails-while-training")
+    assert str(exc.value) == ("Could not simulate the forward pass of `fails-while-training`: "
+                              "RuntimeError: no kernel for this")
+
+
+def test_a_model_that_cannot_be_prepared_says_why_with_the_exceptions_type():
+    """LoRA on module names the model does not have: peft's own error, named by its type."""
+    config = {"model_type": "vit", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_hidden_layers": 1, "image_size": 32, "patch_size": 16, "num_labels": 10,
+              "architectures": ["ViTForImageClassification"]}
+    model = build_model(ModelSpec(reference="tiny-vit", model_id="tiny-vit", library="transformers", source="test",
+                                  config=config))
+    case = TrainingCase(batch_size=1, precision="fp32", device="cpu", image_size=(32, 32), lora_rank=4,
+                        lora_targets=("no_such_module",), num_labels=10)
+    with pytest.raises(SimulationError) as exc:
+        measure_training(model, case, reference="tiny-vit")
+    assert exc.value.reason.startswith("could not prepare the model for training: NoMatchingPeftModuleError: "
+                                       "No modules were targeted for adaptation")
+
+
+def test_the_second_step_peaks_on_a_card_and_its_overheads_are_named():
+    """AdamW's state, made in the first step, lives through the second: the reported peak is step 2's; on the
+    CUDA target the card's share beyond the tensors is the context and the allocator cache, by those names."""
+    config = {"model_type": "vit", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_hidden_layers": 1, "image_size": 32, "patch_size": 16, "num_labels": 10,
+              "architectures": ["ViTForImageClassification"]}
+    model = build_model(ModelSpec(reference="tiny-vit", model_id="tiny-vit", library="transformers", source="test",
+                                  config=config))
+    measured = measure_training(model, TrainingCase(batch_size=1, precision="fp32", image_size=(32, 32),
+                                                    num_labels=10), reference="tiny-vit")
+    assert measured.peak_step == 2
+    overheads = dict(measured.overheads)
+    assert list(overheads) == ["CUDA context", "allocator cache (reserved - allocated)"]
+    assert measured.peak_device_bytes == measured.peak_allocated_bytes + sum(overheads.values())
