@@ -94,6 +94,7 @@ def test_largest_square_input_stops_at_the_step_limit_and_at_nothing(vit):
     smallest = inference_peak(vit, replace(_case(vit, gpu, 224), image_size=(32, 32)), "tiny-vit")(2)
     assert (none.largest_image_size, none.largest_batch_size, none.simulations) == (0, 0, 1)
     assert none.peak_device_bytes == smallest > gpu.memory_bytes
+    assert none.image_size == (32, 32)  # the side whose peak the cell keeps, not (0, 0)
 
 
 def test_cheapest_precision_is_read_at_batch_1_on_a_card_without_bfloat16(vit):

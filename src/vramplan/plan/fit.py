@@ -291,7 +291,7 @@ def _fit_image_size(model: "nn.Module", case: Any, blank: FitCell, reference: st
         return step_peak(model, replace(case, image_size=(side, side)), reference)
 
     best, peaks = largest_fitting(peak_for, blank.limit_bytes, MAX_IMAGE_STEPS)
-    side = best * step
+    side = max(best, 1) * step  # nothing fits: the smallest side tried, whose peak the cell keeps
     return replace(blank, largest_batch_size=case.batch_size if best else 0, image_size=(side, side),
                    peak_device_bytes=peaks[max(best, 1)], simulations=len(peaks),
                    largest_image_size=best * step)

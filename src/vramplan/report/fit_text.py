@@ -90,7 +90,7 @@ def fit_tables(run: RunResult) -> list[tuple[str, list[str], list[list[str]]]]:
 
 
 def precision_rows(run: RunResult) -> list[list[str]]:
-    """The least lossy precision whose batch 1 fits, per model and card (first input size)."""
+    """The least lossy precision whose batch 1 fits, per model and card (the last input size, as titled)."""
     gpus, sizes = fit_gpus(run), fit_sizes(run)
     if not sizes or run.fit.max_image_size or run.fit.training is not None:
         return []
