@@ -144,6 +144,10 @@ def test_ctrl_c_prints_one_line_no_traceback_and_leaves_no_file(tmp_path):
         [sys.executable, "-m", "vramplan.cli", "report", "--mode", "inference", "--image-size", "224,2048",
          "--format", "markdown", "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path, text=True,
+        # A test run started in the background by a non-interactive shell ignores SIGINT, and the child would
+        # inherit that (a process that starts with Ctrl-C ignored keeps it ignored, as it should): as from a
+        # terminal, the child starts with the default action.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     maps = Path(f"/proc/{proc.pid}/maps")
     deadline = time.monotonic() + 120
