@@ -144,7 +144,13 @@ def test_estimate_train_simulates_the_card_it_is_given(run_cli):
     text = run_cli("estimate", "dinov3-vits16", "--mode", "train", "--gpu", "a10g", "-q")
     assert "(2 steps, simulated cuda a10g," in text.out.replace("\n", " ")
     t4 = run_cli("estimate", "dinov3-vits16", "--mode", "train", "--gpu", "t4", "--format", "json", "-q")
-    assert t4.json()["models"][0]["training"][0]["precision"] == "amp-fp16"  # no bfloat16 on a T4
+    entry = t4.json()["models"][0]["training"][0]
+    assert entry["precision"] == "amp-fp16"  # no bfloat16 on a T4
+    # The card's own context estimate (fixed part + its SMs' thread stacks), as inference has it, not the H100's.
+    from vramplan.measure.overheads import cuda_context_bytes
+
+    assert entry["overheads"]["CUDA context"] == cuda_context_bytes(find_gpu("t4")) == 289_406_976
+    assert h100["overheads"]["CUDA context"] == 524_288_000
 
 
 def test_estimate_train_with_fit_adds_the_training_matrix_for_the_sweeps_first_settings(run_cli):

@@ -81,3 +81,76 @@ def test_checkpointing_a_model_without_a_block_list_is_refused_naming_it():
         training._enable_checkpointing(model, "no-blocks")
     assert str(exc.value) == ("Could not simulate the forward pass of `no-blocks`: gradient checkpointing: the model "
                               "has no list of blocks to checkpoint")
+
+
+def _tracker(gpu: str | None = None):
+    from vramplan.plan.gpus import find_gpu
+
+    case = training.TrainingCase(batch_size=1, precision="amp-bf16", image_size=(32, 32),
+                                 gpu=find_gpu(gpu) if gpu else None)
+    return training._TrainTracker(case)
+
+
+def _bf16(*shape):
+    return _meta(*shape, dtype=torch.bfloat16)
+
+
+def test_the_flash_backward_kernel_sizes_its_accumulators_by_the_query():
+    """Cross-attention, 8 queries over 1000 keys: dq_accum and softmax_d follow the queries, not the keys."""
+    tracker = _tracker()
+    q, k = _bf16(2, 3, 8, 64), _bf16(2, 3, 1000, 64)
+    seed = torch.empty((), dtype=torch.int64, device="meta")
+    args = (q.clone(), q, k, k, q.clone(), _meta(2, 3, 8), None, None, 8, 1000, 0.0, False, seed, seed)
+    tracker._kernel_memory(torch.ops.aten._scaled_dot_product_flash_attention_backward.default, args, {})
+    assert tracker.peak_total == 2 * 128 * 3 * 64 * 4 + 2 * 3 * 128 * 4  # rows 8 -> 128, head 64
+
+
+@pytest.mark.parametrize("gpu, sm_count", [(None, 132), ("a10g", 80)])
+def test_the_flash_forward_kernel_splits_by_the_training_cards_sms(gpu, sm_count):
+    """The forward's split buffers follow the card the training case names (activations._cuda_flash_temps): 160
+    query blocks fill under 80% of an H100's 132 SMs x 2 (split in 3, float32 partial results), over 80% of an
+    A10G's 80 x 2 (no split, nothing beyond the logsumexp output)."""
+    from vramplan.measure.activations import _cuda_flash_temps
+
+    tracker = _tracker(gpu)
+    q, k = _bf16(1, 40, 256, 64), _bf16(1, 40, 4096, 64)
+    tracker._kernel_memory(torch.ops.aten._scaled_dot_product_flash_attention.default, (q, k, k, 0.0, False), {})
+    expected = _cuda_flash_temps(q, k, sm_count)[1:]
+    assert tracker.peak_total == sum(expected)
+    assert (tracker.peak_total > 0) == (gpu is None)
+
+
+class _OwnAutocast(nn.Module):
+    """A block that opens `torch.autocast("cuda", bfloat16)` itself, as DINOv3's depth head does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 64, 8, stride=8)
+        self.fc = nn.Linear(64, 4096)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return self.fc(tokens).float()
+
+
+class _ExplicitCasts(_OwnAutocast):
+    """The same block with the casts bfloat16 autocast makes for a Linear written out."""
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        half = torch.bfloat16
+        return nn.functional.linear(tokens.to(half), self.fc.weight.to(half), self.fc.bias.to(half)).float()
+
+
+def test_a_models_own_cuda_autocast_is_simulated_as_the_casts_it_makes():
+    """fp32 training on the CUDA target: a model that opens `torch.autocast("cuda", bfloat16)` itself holds what
+    the same model with those casts written out holds (its Activation at the peak)."""
+    case = training.TrainingCase(batch_size=4, precision="fp32", image_size=(64, 64), num_labels=4)
+    with torch.device("meta"):
+        own, explicit = _OwnAutocast(), _ExplicitCasts()
+    by_autocast = training.measure_training(own, case, reference="own-autocast")
+    written_out = training.measure_training(explicit, case, reference="explicit-casts")
+    assert by_autocast.activation_bytes == written_out.activation_bytes
+    assert by_autocast.peak_allocated_bytes == written_out.peak_allocated_bytes
+    assert by_autocast.peak_phase == written_out.peak_phase == "backward"

@@ -783,17 +783,13 @@ class _TrainTracker(_Tracker):
         super()._kernel_memory(func, args, kwargs)
         if packet is aten._scaled_dot_product_flash_attention_for_cpu:
             q, k, v = args[:3]
-            self.attention_kernels.add("cpu-flash")
             self._transient(_cpu_flash_temps(q, k, v)[1:])  # the logsumexp is an output here
         elif packet is aten._scaled_dot_product_flash_attention_for_cpu_backward:
             self._transient(_cpu_flash_backward_temps(*args[1:4]))
         elif packet is aten._scaled_dot_product_flash_attention:
-            self.attention_kernels.add("flash")
-            self._transient(_cuda_flash_temps(args[0], args[1])[1:])
+            self._transient(_cuda_flash_temps(args[0], args[1], self.case.target.sm_count)[1:])
         elif packet is aten._scaled_dot_product_flash_attention_backward:
             self._transient(_cuda_flash_backward_temps(args[1]))
-        elif packet is aten._scaled_dot_product_efficient_attention:
-            self.attention_kernels.add("efficient")
         elif not cuda and packet in (aten.convolution, aten.convolution_backward):
             self._transient(_cpu_conv_columns(packet is aten.convolution_backward, args))
 
@@ -808,7 +804,7 @@ class _TrainTracker(_Tracker):
         extra: tuple[tuple[str, int], ...] = ()
         if self.allocator is not None:
             extra = (
-                ("CUDA context", overheads.CUDA_CONTEXT_BYTES),
+                ("CUDA context", overheads.cuda_context_bytes(self.case.target)),
                 ("allocator cache (reserved - allocated)", self.allocator.peak_reserved - self.peak_total),
             )
         return TrainingMeasurement(
