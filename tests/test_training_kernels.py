@@ -154,3 +154,16 @@ def test_a_models_own_cuda_autocast_is_simulated_as_the_casts_it_makes():
     assert by_autocast.activation_bytes == written_out.activation_bytes
     assert by_autocast.peak_allocated_bytes == written_out.peak_allocated_bytes
     assert by_autocast.peak_phase == written_out.peak_phase == "backward"
+
+
+def test_the_probe_reads_tokens_maps_and_vectors_from_any_output():
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    tokens, maps, vectors = _meta(2, 5, 8), _meta(2, 8, 3, 3), _meta(2, 8)
+    assert training.probe_features(tokens, 1).shape == (2, 16)  # class token ++ mean of the 4 patches
+    assert training.probe_features((tokens, vectors), 1).shape == (2, 16)  # a tuple: its first element
+    assert training.probe_features(BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=vectors),
+                                   1).shape == (2, 16)
+    assert training.probe_features(BaseModelOutputWithPooling(pooler_output=vectors), 1).shape == (2, 8)
+    assert training.probe_features(maps, 1).shape == (2, 8)  # feature maps: averaged over space
+    assert training.probe_features(vectors, 1).shape == (2, 8)

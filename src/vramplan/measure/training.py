@@ -342,8 +342,12 @@ def probe_features(output: Any, prefix_tokens: int) -> "torch.Tensor":
     x = output
     if not isinstance(x, torch.Tensor):
         x = getattr(output, "last_hidden_state", None)
-        if x is None:
-            x = output[0] if isinstance(output, (tuple, list)) else output
+        if x is None and isinstance(output, (tuple, list)):
+            x = output[0]
+        elif x is None and callable(getattr(output, "to_tuple", None)):
+            x = output.to_tuple()[0]  # a transformers ModelOutput without last_hidden_state: its first field
+        elif x is None:
+            x = output
     if x.dim() == 3:
         return torch.cat([x[:, 0], x[:, prefix_tokens:].mean(dim=1)], dim=-1)
     if x.dim() == 4:
