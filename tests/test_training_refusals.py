@@ -219,3 +219,24 @@ def test_the_second_step_peaks_on_a_card_and_its_overheads_are_named():
     overheads = dict(measured.overheads)
     assert list(overheads) == ["CUDA context", "allocator cache (reserved - allocated)"]
     assert measured.peak_device_bytes == measured.peak_allocated_bytes + sum(overheads.values())
+
+
+def test_a_rank_below_zero_or_no_labels_is_refused():
+    from vramplan.errors import UsageError
+
+    for fields in ({"lora_rank": -1}, {"num_labels": 0}):
+        with pytest.raises(UsageError) as exc:
+            TrainingCase(batch_size=1, image_size=(32, 32), **fields)
+        assert exc.value.args[0] == "the LoRA rank must be 0 or more and the number of labels at least 1"
+
+
+def test_a_task_model_from_a_bfloat16_config_trains_float32_weights_under_amp():
+    """amp keeps float32 weights whatever dtype the checkpoint's config states."""
+    config = {"model_type": "vit", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_hidden_layers": 1, "image_size": 32, "patch_size": 16, "num_labels": 10,
+              "architectures": ["ViTForImageClassification"], "torch_dtype": "bfloat16"}
+    model = build_model(ModelSpec(reference="bf16-vit", model_id="bf16-vit", library="transformers", source="test",
+                                  config=config))
+    measured = measure_training(model, TrainingCase(batch_size=1, precision="amp-bf16", device="cpu",
+                                                    image_size=(32, 32), num_labels=10), reference="bf16-vit")
+    assert measured.parameter_bytes == measured.total_parameters * 4
